@@ -1,0 +1,25 @@
+"""fusedense: train multilayer perceptrons on fused compiled kernels.
+
+    import engine
+    model = engine.MLP([64, 128, 10], activation="relu", seed=0)
+    trainer = engine.Trainer(model, loss="cross_entropy", optimizer=engine.AdamW(lr=1e-3))
+    trainer.fit(X, y, epochs=10, batch_size=32, validation_split=0.1)
+"""
+from . import activations, callbacks, data, initializers, losses, metrics, optim, schedules
+from .backend import available_backends, get_backend, set_backend
+from .callbacks import Callback, EarlyStopping, History
+from .errors import BackendUnavailable, NonFiniteError
+from .io import load_model
+from .losses import MSE, BinaryCrossEntropy, Huber, SoftmaxCrossEntropy
+from .model import MLP
+from .optim import SGD, Adadelta, Adagrad, Adam, AdamW, NAdam, RMSprop
+from .trainer import Trainer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MLP", "Trainer", "load_model", "available_backends", "set_backend", "get_backend",
+    "BackendUnavailable", "NonFiniteError", "MSE", "Huber", "SoftmaxCrossEntropy", "BinaryCrossEntropy",
+    "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "Callback", "EarlyStopping",
+    "History", "activations", "callbacks", "data", "initializers", "losses", "metrics", "optim", "schedules",
+]

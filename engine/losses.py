@@ -1,0 +1,202 @@
+"""Losses on logits: target checks here, the arithmetic in the backend's fused kernels."""
+from __future__ import annotations
+
+import numpy as np
+
+from kernels import spec
+
+from . import backend as backend_module
+from .validation import as_numeric_array, check_finite, number, one_of
+
+REDUCTIONS = {"none": spec.NONE, "mean": spec.MEAN, "sum": spec.SUM}
+
+
+class Loss:
+    """A loss on the model's logits with torch's ``reduction`` ("mean", "sum" or "none")."""
+
+    name = ""
+
+    def __init__(self, reduction="mean"):
+        self.reduction = one_of(reduction, tuple(REDUCTIONS), "reduction")
+
+    def config(self):
+        return {"name": self.name, "reduction": self.reduction}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
+        return f"{type(self).__name__}({args})"
+
+    # What subclasses define.
+    def check_targets(self, y, n_rows, n_out, dtype):
+        """Host targets ready for the kernel (cast, reshaped), or ValueError/TypeError."""
+        raise NotImplementedError
+
+    def kernel(self, k, pred, targets, reduction, losses, grad):
+        raise NotImplementedError
+
+    def mean_count(self, targets, pred_shape):
+        """What a MEAN over these targets divides by."""
+        return int(np.prod(pred_shape))
+
+    # Shared mechanics.
+    def forward_backward(self, k, pred, targets, grad):
+        """The reduced loss of device arrays; d loss / d pred into ``grad`` (if not None)."""
+        return self.kernel(k, pred, targets, REDUCTIONS[self.reduction], None, grad)
+
+    def sum_and_count(self, k, pred, targets, host_targets):
+        """(sum of per-sample losses, what a mean divides by): to aggregate over batches."""
+        return self.kernel(k, pred, targets, spec.SUM, None, None), self.mean_count(host_targets, pred.shape)
+
+    def __call__(self, pred, target):
+        """The loss of host arrays ``pred`` (logits) and ``target`` on the default backend."""
+        pred = as_numeric_array(pred, "pred")
+        if pred.ndim == 1:
+            pred = pred[:, None]
+        if pred.ndim != 2 or pred.shape[0] == 0:
+            raise ValueError(f"pred must be a non-empty 2-D array of logits; got shape {pred.shape}")
+        check_finite(pred, "pred")
+        dtype = pred.dtype if pred.dtype == np.float64 else np.dtype(np.float32)
+        y = self.check_targets(target, pred.shape[0], pred.shape[1], dtype)
+        k = backend_module.module(backend_module.get_backend())
+        pred_d, y_d = k.to_device(pred, dtype), k.to_device(y, y.dtype)
+        if self.reduction == "none":
+            losses = k.empty(y.shape[:1] if isinstance(self, SoftmaxCrossEntropy) else pred.shape, dtype)
+            self.kernel(k, pred_d, y_d, spec.NONE, losses, None)
+            return k.to_host(losses).reshape(self._none_shape(target, losses.shape))
+        return self.kernel(k, pred_d, y_d, REDUCTIONS[self.reduction], None, None)
+
+    def _none_shape(self, target, shape):
+        return shape
+
+
+def _float_targets(y, argument="y"):
+    y = as_numeric_array(y, argument)
+    check_finite(y, argument)
+    return y
+
+
+class MSE(Loss):
+    """Mean squared error ``mean((pred - y)^2)`` over all elements."""
+
+    name = "mse"
+
+    def check_targets(self, y, n_rows, n_out, dtype):
+        y = _float_targets(y)
+        if y.ndim == 1 and n_out == 1:
+            y = y[:, None]
+        if y.shape != (n_rows, n_out):
+            raise ValueError(f"y must have the shape of the model's output ({n_rows}, {n_out}); got {y.shape}")
+        return y.astype(dtype, copy=False)
+
+    def kernel(self, k, pred, targets, reduction, losses, grad):
+        return k.mse(pred, targets, reduction, losses, grad)
+
+    def _none_shape(self, target, shape):
+        return np.shape(target)
+
+
+class Huber(MSE):
+    """torch HuberLoss: ``d^2/2`` for ``|d| < delta`` else ``delta (|d| - delta/2)``."""
+
+    name = "huber"
+
+    def __init__(self, delta=1.0, reduction="mean"):
+        super().__init__(reduction)
+        self.delta = number(delta, "delta", low=0.0, low_open=True)
+
+    def config(self):
+        return {**super().config(), "delta": self.delta}
+
+    def kernel(self, k, pred, targets, reduction, losses, grad):
+        return k.huber(pred, targets, self.delta, reduction, losses, grad)
+
+
+class BinaryCrossEntropy(Loss):
+    """Sigmoid cross-entropy on logits, torch ``binary_cross_entropy_with_logits``."""
+
+    name = "binary_cross_entropy"
+
+    def check_targets(self, y, n_rows, n_out, dtype):
+        y = _float_targets(y)
+        if n_out != 1:
+            raise ValueError(f"binary_cross_entropy needs a model with 1 output; this one has {n_out}")
+        if y.ndim == 1:
+            y = y[:, None]
+        if y.shape != (n_rows, 1):
+            raise ValueError(f"y must have shape ({n_rows},) or ({n_rows}, 1); got {y.shape}")
+        if y.size and (y.min() < 0 or y.max() > 1):
+            raise ValueError(f"y must hold probabilities in [0, 1]; got values in [{y.min()}, {y.max()}]")
+        return y.astype(dtype, copy=False)
+
+    def kernel(self, k, pred, targets, reduction, losses, grad):
+        return k.binary_cross_entropy(pred, targets, reduction, losses, grad)
+
+    def _none_shape(self, target, shape):
+        return np.shape(target)
+
+
+class SoftmaxCrossEntropy(Loss):
+    """Softmax cross-entropy on logits, torch ``cross_entropy`` semantics.
+
+    Targets are class indices (N,) or distributions (N, K). With smoothing ``e`` the
+    target becomes ``(1 - e) t + e / K``; rows whose class is ``ignore_index`` count for
+    nothing, and the mean divides by the rows kept.
+    """
+
+    name = "cross_entropy"
+
+    def __init__(self, label_smoothing=0.0, ignore_index=None, reduction="mean"):
+        super().__init__(reduction)
+        self.label_smoothing = number(label_smoothing, "label_smoothing", low=0.0, high=1.0)
+        self.ignore_index = None if ignore_index is None else number(ignore_index, "ignore_index", integer=True)
+
+    def config(self):
+        return {**super().config(), "label_smoothing": self.label_smoothing, "ignore_index": self.ignore_index}
+
+    def check_targets(self, y, n_rows, n_out, dtype):
+        y = as_numeric_array(y, "y")
+        if y.ndim == 2:
+            if y.shape != (n_rows, n_out):
+                raise ValueError(f"y as class probabilities must have shape ({n_rows}, {n_out}); got {y.shape}")
+            if self.ignore_index is not None:
+                raise ValueError("ignore_index applies to class-index targets only; y holds class probabilities")
+            check_finite(y, "y")
+            return y.astype(dtype, copy=False)
+        if y.ndim != 1 or y.shape[0] != n_rows:
+            raise ValueError(f"y must be class indices of shape ({n_rows},) or probabilities ({n_rows}, {n_out}); got shape {y.shape}")
+        if y.dtype.kind == "f":
+            check_finite(y, "y")
+            if not np.array_equal(y, np.round(y)):
+                raise TypeError(f"y as class indices must hold integers; got dtype {y.dtype} with fractional values")
+        y = y.astype(np.int64)
+        kept = y if self.ignore_index is None else y[y != self.ignore_index]
+        if kept.size and (kept.min() < 0 or kept.max() >= n_out):
+            raise ValueError(f"y must hold class indices in [0, {n_out}){'' if self.ignore_index is None else f' or ignore_index {self.ignore_index}'}; got values in [{kept.min()}, {kept.max()}]")
+        return y
+
+    def kernel(self, k, pred, targets, reduction, losses, grad):
+        ignore = spec.NO_IGNORE if self.ignore_index is None else self.ignore_index
+        return k.softmax_cross_entropy(pred, targets, self.label_smoothing, ignore, reduction, losses, grad)
+
+    def mean_count(self, targets, pred_shape):
+        if targets.ndim == 2 or self.ignore_index is None:
+            return pred_shape[0]
+        return int(np.count_nonzero(targets != self.ignore_index))
+
+
+_CLASSES = {cls.name: cls for cls in (MSE, Huber, BinaryCrossEntropy, SoftmaxCrossEntropy)}
+NAMES = tuple(_CLASSES)
+
+
+def get(loss, argument="loss") -> Loss:
+    """A Loss from a name, a config dict or a Loss object."""
+    if isinstance(loss, Loss):
+        return loss
+    if isinstance(loss, dict):
+        options = dict(loss)
+        return get(options.pop("name"), argument).__class__(**options)
+    if not isinstance(loss, str):
+        raise TypeError(f"{argument} must be a loss name or an engine.losses.Loss; got {type(loss).__name__}")
+    if loss not in _CLASSES:
+        raise ValueError(f"{argument} must be one of {', '.join(NAMES)}; got {loss!r}")
+    return _CLASSES[loss]()

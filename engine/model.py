@@ -1,0 +1,221 @@
+"""The multilayer perceptron: parameters in one flat buffer, workspaces per batch size."""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from kernels import spec
+from kernels.rng import dropout_key
+
+from . import activations as activations_module
+from . import backend as backend_module
+from . import initializers
+from .params import Layout
+from .validation import as_numeric_array, check_features, check_finite, number, one_of
+
+OUTPUTS = {"none": spec.OUTPUT_NONE, "sigmoid": spec.OUTPUT_SIGMOID, "softmax": spec.OUTPUT_SOFTMAX}
+DTYPES = ("float32", "float64")
+_MAX_WORKSPACES = 4  # batch sizes kept: training, a last partial batch, evaluation...
+
+
+class _Workspace:
+    """Every array one forward/backward at batch size ``n`` needs, allocated once.
+
+    Z[l] holds layer l's pre-activation (overwritten by dZ in the backward), Y[l] its
+    output (Z[l] itself when the layer is linear without dropout), dY[l] the gradient
+    with respect to Y[l]; dY[-1] receives the loss gradient.
+    """
+
+    def __init__(self, k, n, widths, linear, dtype):
+        self.Z = [k.empty((n, w), dtype) for w in widths]
+        self.Y = [z if lin else k.empty((n, w), dtype) for z, lin, w in zip(self.Z, linear, widths)]
+        self.dY = [k.empty((n, w), dtype) for w in widths]
+        self.output = k.empty((n, widths[-1]), dtype)
+        self.keys = [0] * len(widths)
+
+
+class MLP:
+    """A multilayer perceptron ``f_L(... f_1(X @ W1 + b1) ...)`` on row batches X.
+
+    Parameters follow API.md: ``sizes`` [n_in, hidden..., n_out]; ``activation`` one name
+    (or Activation) for all hidden layers or a list with one per hidden layer;
+    ``output`` "none" | "sigmoid" | "softmax" applied by :meth:`predict` only; ``dropout``
+    a float or a per-hidden-layer list (inverted dropout on hidden outputs, training
+    only); ``init``/``bias_init`` initializer names; ``seed`` fixes init, dropout and the
+    order ``fit`` shuffles in; ``backend`` None for :func:`engine.get_backend`.
+    """
+
+    def __init__(self, sizes, activation="relu", output="none", dropout=0.0,
+                 init="glorot_uniform", bias_init="zeros", seed=None, backend=None,
+                 dtype="float32"):
+        self.sizes = self._check_sizes(sizes)
+        n_hidden = len(self.sizes) - 2
+        self.activations = self._per_hidden(activation, n_hidden, "activation", activations_module.get)
+        self.dropout = self._per_hidden(dropout, n_hidden, "dropout",
+                                        lambda p, arg: number(p, arg, low=0.0, high=1.0, high_open=True))
+        self.output = one_of(output, tuple(OUTPUTS), "output")
+        self.init = initializers.check(init, "init")
+        self.bias_init = initializers.check(bias_init, "bias_init")
+        if seed is not None:
+            seed = number(seed, "seed", low=0, integer=True)
+        self.seed = seed
+        self._seed = seed if seed is not None else int(np.random.SeedSequence().entropy) % 2**63
+        dtype_name = np.dtype(dtype).name if isinstance(dtype, (np.dtype, type)) else dtype
+        self.dtype = np.dtype(one_of(dtype_name, DTYPES, "dtype"))
+        self._k = backend_module.module(backend_module.get_backend() if backend is None else backend)
+        self.backend = self._k.name
+
+        # The output layer is linear; its output function belongs to predict.
+        layer_acts = list(self.activations) + [activations_module.Identity()]
+        self._layer_dropout = list(self.dropout) + [0.0]
+        self._layout = Layout(self.sizes, [a.learnable for a in layer_acts])
+        self._layer_acts = layer_acts
+        self._params = self._k.to_device(self._initial_values(), self.dtype)
+        self._grads = self._k.zeros(self._layout.size, self.dtype)
+        self._offsets = self._k.to_device(self._layout.offsets, np.int64)
+        self._layers = self._layout.layer_views(self._params)
+        self._grad_layers = self._layout.layer_views(self._grads)
+        self._linear = [a.code == spec.IDENTITY and p == 0.0 for a, p in zip(layer_acts, self._layer_dropout)]
+        self._workspaces = OrderedDict()
+
+    # ------------------------------------------------------------ construction
+    @staticmethod
+    def _check_sizes(sizes):
+        if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+            raise TypeError(f"sizes must be a list of layer widths [n_in, ..., n_out]; got {type(sizes).__name__}")
+        if len(sizes) < 2:
+            raise ValueError(f"sizes must have at least two entries [n_in, n_out]; got {list(sizes)}")
+        return [number(s, f"sizes[{i}]", low=1, integer=True) for i, s in enumerate(sizes)]
+
+    @staticmethod
+    def _per_hidden(value, n_hidden, argument, convert):
+        if isinstance(value, (list, tuple)):
+            if len(value) != n_hidden:
+                raise ValueError(f"{argument} must have one entry per hidden layer ({n_hidden}); got {len(value)}")
+            return [convert(v, f"{argument}[{i}]") for i, v in enumerate(value)]
+        one = convert(value, argument)
+        return [one] * n_hidden
+
+    def _initial_values(self):
+        rng = np.random.default_rng(self._seed)
+        values = np.empty(self._layout.size)
+        for segment in self._layout.segments:
+            fan_in, fan_out = self.sizes[segment.layer], self.sizes[segment.layer + 1]
+            if segment.kind == "slope":
+                drawn = np.full(segment.shape, self._layer_acts[segment.layer].init)
+            else:
+                name = self.init if segment.kind == "W" else self.bias_init
+                drawn = initializers.draw(name, rng, segment.shape, fan_in, fan_out)
+            values[segment.offset:segment.offset + segment.size] = drawn.ravel()
+        return values
+
+    def config(self):
+        """The constructor arguments, as plain data (what save/load_model store)."""
+        return {
+            "sizes": self.sizes, "activation": [a.config() for a in self.activations],
+            "output": self.output, "dropout": self.dropout, "init": self.init,
+            "bias_init": self.bias_init, "seed": self.seed, "dtype": self.dtype.name,
+        }
+
+    def __repr__(self):
+        acts = ", ".join(repr(a) for a in self.activations)
+        return (f"MLP({self.sizes}, activation=[{acts}], output={self.output!r}, dropout={self.dropout}, "
+                f"backend={self.backend!r}, dtype={self.dtype.name!r}, parameters={self.num_parameters})")
+
+    @property
+    def num_parameters(self):
+        return self._layout.size
+
+    # ----------------------------------------------------------------- weights
+    def get_weights(self):
+        """Host copies of the parameters: [W1, b1, (prelu slope 1), W2, b2, ...]."""
+        return [self._k.to_host(v).copy() for v in self._layout.views(self._params)]
+
+    def set_weights(self, weights):
+        """Replace every parameter; shapes and count are checked before anything is written."""
+        segments = self._layout.segments
+        if not isinstance(weights, (list, tuple)):
+            raise TypeError(f"weights must be a list of arrays; got {type(weights).__name__}")
+        if len(weights) != len(segments):
+            raise ValueError(f"weights must have {len(segments)} arrays; got {len(weights)}")
+        checked = []
+        for i, (w, segment) in enumerate(zip(weights, segments)):
+            w = as_numeric_array(w, f"weights[{i}]")
+            if w.shape != segment.shape:
+                raise ValueError(f"weights[{i}] ({segment.kind} of layer {segment.layer}) must have shape {segment.shape}; got {w.shape}")
+            check_finite(w, f"weights[{i}]")
+            checked.append(w)
+        for view, w in zip(self._layout.views(self._params), checked):
+            self._k.copy_into(view, w)
+
+    def save(self, path):
+        """Write the configuration and weights to ``path`` (an .npz file)."""
+        from .io import save_model
+        save_model(self, path)
+
+    # ----------------------------------------------------------------- compute
+    def _workspace(self, n):
+        ws = self._workspaces.get(n)
+        if ws is None:
+            if len(self._workspaces) >= _MAX_WORKSPACES:
+                self._workspaces.popitem(last=False)
+            ws = _Workspace(self._k, n, self.sizes[1:], self._linear, self.dtype)
+            self._workspaces[n] = ws
+        return ws
+
+    def _forward(self, X, training, step):
+        """Logits of the device batch X; dropout masks keyed by (seed, step, layer)."""
+        k, ws = self._k, self._workspace(X.shape[0])
+        A = X
+        for i, (layer, act) in enumerate(zip(self._layers, self._layer_acts)):
+            p = self._layer_dropout[i] if training else 0.0
+            ws.keys[i] = dropout_key(self._seed, step, i) if p > 0.0 else 0
+            k.dense_forward(A, layer["W"], layer["b"], act.code, act.param, layer["slope"], p, ws.keys[i],
+                            ws.Z[i], ws.Y[i])
+            A = ws.Y[i]
+        return A
+
+    def _loss_gradient_buffer(self, n):
+        """Where the loss writes d loss / d logits for the next :meth:`_backward`."""
+        return self._workspace(n).dY[-1]
+
+    def _backward(self, X):
+        """Gradients of every parameter into the flat gradient buffer (after _forward(training))."""
+        k, ws = self._k, self._workspace(X.shape[0])
+        for i in reversed(range(len(self._layers))):
+            layer, grads, act = self._layers[i], self._grad_layers[i], self._layer_acts[i]
+            p = self._layer_dropout[i]
+            k.dense_backward(ws.dY[i], X if i == 0 else ws.Y[i - 1], layer["W"], ws.Z[i], act.code, act.param,
+                             layer["slope"], p, ws.keys[i], ws.dY[i] if self._linear[i] else ws.Z[i],
+                             grads["W"], grads["b"], grads["slope"], None if i == 0 else ws.dY[i - 1])
+
+    def _device_batches(self, X, batch_size):
+        """(start, stop, device batch) over the rows of host array X."""
+        n = X.shape[0]
+        step = n if batch_size is None else batch_size
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            yield start, stop, self._k.to_device(X[start:stop], self.dtype)
+
+    def logits(self, X, batch_size=None):
+        """The last layer's outputs before the output function, as a host array."""
+        return self._infer(X, batch_size, spec.OUTPUT_NONE)
+
+    def predict(self, X, batch_size=None):
+        """The model's outputs with its output function applied, as a host array."""
+        return self._infer(X, batch_size, OUTPUTS[self.output])
+
+    def _infer(self, X, batch_size, output_code):
+        X = check_features(X, self.sizes[0])
+        if batch_size is not None:
+            batch_size = number(batch_size, "batch_size", low=1, integer=True)
+        out = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
+        for start, stop, Xd in self._device_batches(X, batch_size):
+            logits = self._forward(Xd, training=False, step=0)
+            ws = self._workspace(stop - start)
+            self._k.apply_output(output_code, logits, ws.output)
+            out[start:stop] = self._k.to_host(ws.output)
+        return out
+
+    __call__ = predict

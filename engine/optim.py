@@ -1,0 +1,271 @@
+"""Optimizers with torch.optim's names, defaults and formulas, over flat buffers.
+
+Each optimizer owns its state as flat arrays the length of the model's parameter buffer,
+and one update is one fused kernel call over the whole model (see kernels.spec for the
+formulas). ``lr`` is a float or a schedule: any callable of the 0-based update index.
+``weight_decay`` is coupled L2 (``g += wd * p``) for all but AdamW, which decays
+decoupled (``p *= 1 - lr * wd``); ``decay_bias=False`` exempts biases and other 1-D
+parameters from it.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .validation import number
+
+
+def _check_lr(lr):
+    if callable(lr):
+        return lr
+    return number(lr, "lr", low=0.0)
+
+
+def _check_betas(betas):
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise TypeError(f"betas must be a pair (beta1, beta2); got {betas!r}")
+    return tuple(number(b, f"betas[{i}]", low=0.0, high=1.0, high_open=True) for i, b in enumerate(betas))
+
+
+class Optimizer:
+    """Base class: state allocation, learning-rate schedules, decay masks, checkpoints."""
+
+    state_names: tuple = ()
+
+    def __init__(self, lr, weight_decay=0.0, decay_bias=True):
+        self.lr = _check_lr(lr)
+        self.weight_decay = number(weight_decay, "weight_decay", low=0.0)
+        if not isinstance(decay_bias, bool):
+            raise TypeError(f"decay_bias must be True or False; got {type(decay_bias).__name__}")
+        self.decay_bias = decay_bias
+        self.iterations = 0
+        self._model = None
+        self._state = {}
+
+    def __repr__(self):
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.hyperparameters().items())})"
+
+    def hyperparameters(self):
+        return {"lr": self.lr, "weight_decay": self.weight_decay, "decay_bias": self.decay_bias}
+
+    def bind(self, model):
+        """Allocate the state for ``model`` (once; the optimizer then belongs to it)."""
+        if self._model is model:
+            return
+        if self._model is not None:
+            raise ValueError("this optimizer is already bound to another model; create one optimizer per model")
+        k, layout = model._k, model._layout
+        self._k = k
+        decay = [self.weight_decay if (self.decay_bias or not s.is_vector) else 0.0 for s in layout.segments]
+        self._seg_decay = k.to_device(np.array(decay, dtype=np.float64), np.float64)
+        self._state = {name: k.to_device(np.full(layout.size, self._initial_value(name)), model.dtype)
+                       for name in self.state_names}
+        self._model = model
+
+    def _initial_value(self, name):
+        return 0.0
+
+    def learning_rate(self, iteration=None):
+        """The learning rate of update ``iteration`` (default: the next one)."""
+        iteration = self.iterations if iteration is None else iteration
+        lr = self.lr(iteration) if callable(self.lr) else self.lr
+        if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)) or not math.isfinite(lr) or lr < 0:
+            raise ValueError(f"lr schedule must return a finite number >= 0; at update {iteration} it returned {lr!r}")
+        return float(lr)
+
+    def apply(self, params, grads, seg_scale, clip_value):
+        """One update of ``params`` from ``grads`` (clipped and scaled per segment)."""
+        lr = self.learning_rate()
+        step = self.iterations + 1
+        self._update(params, grads, (self._model._offsets, seg_scale, self._seg_decay, clip_value), lr, step)
+        self.iterations = step
+
+    def _update(self, params, grads, grad_args, lr, step):
+        raise NotImplementedError
+
+    # Checkpoints.
+    def state_dict(self):
+        return {"iterations": self.iterations, "scalars": self._scalar_state(),
+                "arrays": {name: self._k.to_host(a).copy() for name, a in self._state.items()}}
+
+    def load_state_dict(self, state):
+        arrays = state["arrays"]
+        if set(arrays) != set(self._state):
+            raise ValueError(f"optimizer state must hold {sorted(self._state)}; got {sorted(arrays)}")
+        for name, a in arrays.items():
+            if a.shape != self._state[name].shape:
+                raise ValueError(f"optimizer state {name} must have shape {self._state[name].shape}; got {a.shape}")
+        for name, a in arrays.items():
+            self._k.copy_into(self._state[name], a)
+        self.iterations = int(state["iterations"])
+        self._load_scalar_state(state["scalars"])
+
+    def _scalar_state(self):
+        return {}
+
+    def _load_scalar_state(self, scalars):
+        pass
+
+
+class SGD(Optimizer):
+    """torch SGD with momentum, dampening, nesterov and coupled weight decay."""
+
+    def __init__(self, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, decay_bias=True):
+        super().__init__(lr, weight_decay, decay_bias)
+        self.momentum = number(momentum, "momentum", low=0.0)
+        self.dampening = number(dampening, "dampening")
+        self.nesterov = bool(nesterov)
+        if self.nesterov and (self.momentum <= 0 or self.dampening != 0):
+            raise ValueError("nesterov needs momentum > 0 and dampening = 0")
+        self.state_names = ("momentum_buffer",)
+
+    def hyperparameters(self):
+        return {**super().hyperparameters(), "momentum": self.momentum, "dampening": self.dampening,
+                "nesterov": self.nesterov}
+
+    def _update(self, params, grads, grad_args, lr, step):
+        self._k.sgd(params, grads, self._state["momentum_buffer"], *grad_args, lr, self.momentum,
+                    self.dampening, self.nesterov, step == 1)
+
+
+class Adagrad(Optimizer):
+    """torch Adagrad: ``sum += g^2``, ``p -= lr g / (sqrt(sum) + eps)``."""
+
+    state_names = ("sum",)
+
+    def __init__(self, lr=1e-2, eps=1e-10, initial_accumulator_value=0.0, weight_decay=0.0, decay_bias=True):
+        super().__init__(lr, weight_decay, decay_bias)
+        self.eps = number(eps, "eps", low=0.0)
+        self.initial_accumulator_value = number(initial_accumulator_value, "initial_accumulator_value", low=0.0)
+
+    def hyperparameters(self):
+        return {**super().hyperparameters(), "eps": self.eps, "initial_accumulator_value": self.initial_accumulator_value}
+
+    def _initial_value(self, name):
+        return self.initial_accumulator_value
+
+    def _update(self, params, grads, grad_args, lr, step):
+        self._k.adagrad(params, grads, self._state["sum"], *grad_args, lr, self.eps)
+
+
+class RMSprop(Optimizer):
+    """torch RMSprop, optionally centered and with momentum."""
+
+    state_names = ("square_avg", "grad_avg", "momentum_buffer")
+
+    def __init__(self, lr=1e-2, alpha=0.99, eps=1e-8, momentum=0.0, centered=False, weight_decay=0.0,
+                 decay_bias=True):
+        super().__init__(lr, weight_decay, decay_bias)
+        self.alpha = number(alpha, "alpha", low=0.0, high=1.0)
+        self.eps = number(eps, "eps", low=0.0)
+        self.momentum = number(momentum, "momentum", low=0.0)
+        self.centered = bool(centered)
+
+    def hyperparameters(self):
+        return {**super().hyperparameters(), "alpha": self.alpha, "eps": self.eps, "momentum": self.momentum,
+                "centered": self.centered}
+
+    def _update(self, params, grads, grad_args, lr, step):
+        s = self._state
+        self._k.rmsprop(params, grads, s["square_avg"], s["grad_avg"], s["momentum_buffer"], *grad_args, lr,
+                        self.alpha, self.eps, self.momentum, self.centered)
+
+
+class Adadelta(Optimizer):
+    """torch Adadelta."""
+
+    state_names = ("square_avg", "acc_delta")
+
+    def __init__(self, lr=1.0, rho=0.9, eps=1e-6, weight_decay=0.0, decay_bias=True):
+        super().__init__(lr, weight_decay, decay_bias)
+        self.rho = number(rho, "rho", low=0.0, high=1.0)
+        self.eps = number(eps, "eps", low=0.0)
+
+    def hyperparameters(self):
+        return {**super().hyperparameters(), "rho": self.rho, "eps": self.eps}
+
+    def _update(self, params, grads, grad_args, lr, step):
+        self._k.adadelta(params, grads, self._state["square_avg"], self._state["acc_delta"], *grad_args, lr,
+                         self.rho, self.eps)
+
+
+class Adam(Optimizer):
+    """torch Adam (coupled L2 weight decay), optionally AMSGrad."""
+
+    decoupled = False
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, decay_bias=True):
+        super().__init__(lr, weight_decay, decay_bias)
+        self.betas = _check_betas(betas)
+        self.eps = number(eps, "eps", low=0.0)
+        self.amsgrad = bool(amsgrad)
+        self.state_names = ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if self.amsgrad else ())
+
+    def hyperparameters(self):
+        return {**super().hyperparameters(), "betas": self.betas, "eps": self.eps, "amsgrad": self.amsgrad}
+
+    def _update(self, params, grads, grad_args, lr, step):
+        s = self._state
+        self._k.adam(params, grads, s["exp_avg"], s["exp_avg_sq"], s.get("max_exp_avg_sq", s["exp_avg_sq"]),
+                     *grad_args, lr, self.betas[0], self.betas[1], self.eps, step, self.decoupled, self.amsgrad)
+
+
+class AdamW(Adam):
+    """torch AdamW: Adam with decoupled weight decay ``p *= 1 - lr * weight_decay``."""
+
+    decoupled = True
+
+    def __init__(self, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2, amsgrad=False, decay_bias=True):
+        super().__init__(lr, betas, eps, weight_decay, amsgrad, decay_bias)
+
+
+class NAdam(Optimizer):
+    """torch NAdam with its momentum schedule ``mu_t = beta1 (1 - 0.5 * 0.96^(t momentum_decay))``."""
+
+    state_names = ("exp_avg", "exp_avg_sq")
+
+    def __init__(self, lr=2e-3, betas=(0.9, 0.999), eps=1e-8, momentum_decay=4e-3, weight_decay=0.0,
+                 decay_bias=True):
+        super().__init__(lr, weight_decay, decay_bias)
+        self.betas = _check_betas(betas)
+        self.eps = number(eps, "eps", low=0.0)
+        self.momentum_decay = number(momentum_decay, "momentum_decay", low=0.0)
+        self.mu_product = 1.0
+
+    def hyperparameters(self):
+        return {**super().hyperparameters(), "betas": self.betas, "eps": self.eps,
+                "momentum_decay": self.momentum_decay}
+
+    def _mu(self, step):
+        return self.betas[0] * (1.0 - 0.5 * 0.96 ** (step * self.momentum_decay))
+
+    def _update(self, params, grads, grad_args, lr, step):
+        mu, mu_next = self._mu(step), self._mu(step + 1)
+        mu_product = self.mu_product * mu
+        self._k.nadam(params, grads, self._state["exp_avg"], self._state["exp_avg_sq"], *grad_args, lr,
+                      self.betas[0], self.betas[1], self.eps, step, mu, mu_next, mu_product)
+        self.mu_product = mu_product
+
+    def _scalar_state(self):
+        return {"mu_product": self.mu_product}
+
+    def _load_scalar_state(self, scalars):
+        self.mu_product = float(scalars["mu_product"])
+
+
+_BY_NAME = {"sgd": lambda: SGD(lr=1e-2), "adagrad": Adagrad, "rmsprop": RMSprop, "adadelta": Adadelta,
+            "adam": Adam, "adamw": AdamW, "nadam": NAdam}
+
+
+def get(optimizer, argument="optimizer") -> Optimizer:
+    """An Optimizer from an object or a name (with torch defaults; "sgd" uses lr=0.01)."""
+    if optimizer is None:
+        return AdamW()
+    if isinstance(optimizer, Optimizer):
+        return optimizer
+    if not isinstance(optimizer, str):
+        raise TypeError(f"{argument} must be an optimizer name or an engine.optim.Optimizer; got {type(optimizer).__name__}")
+    if optimizer.lower() not in _BY_NAME:
+        raise ValueError(f"{argument} must be one of {', '.join(_BY_NAME)}; got {optimizer!r}")
+    return _BY_NAME[optimizer.lower()]()

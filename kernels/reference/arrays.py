@@ -1,0 +1,22 @@
+"""Array helpers of the NumPy backend."""
+import numpy as np
+
+
+def to_device(host, dtype):
+    return np.ascontiguousarray(host, dtype=dtype)
+
+
+def to_host(array):
+    return np.asarray(array)
+
+
+def empty(shape, dtype):
+    return np.empty(shape, dtype=dtype)
+
+
+def zeros(shape, dtype):
+    return np.zeros(shape, dtype=dtype)
+
+
+def copy_into(dst, src):
+    dst[...] = src

@@ -1,0 +1,62 @@
+"""Losses on logits with their gradients, in NumPy, torch semantics."""
+import numpy as np
+
+from .. import spec
+
+
+def _reduce(per_sample, count, reduction, losses, grad, grad_of_sum):
+    """Write the outputs of a loss and return its reduced value.
+
+    ``count`` is what MEAN divides by; ``grad_of_sum`` is d(sum of per_sample)/d(pred).
+    """
+    if losses is not None:
+        losses[...] = per_sample
+    total = float(per_sample.sum(dtype=np.float64))
+    scale = 1.0 / count if reduction == spec.MEAN else 1.0
+    if grad is not None:
+        grad[...] = grad_of_sum * grad.dtype.type(scale)
+    return total / count if reduction == spec.MEAN else total
+
+
+def _log_softmax(logits):
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def softmax_cross_entropy(logits, targets, label_smoothing, ignore_index, reduction, losses, grad):
+    n, k = logits.shape
+    log_p = _log_softmax(logits)
+    if targets.ndim == 1:
+        kept = targets != ignore_index
+        t = np.zeros_like(logits)
+        t[np.flatnonzero(kept), targets[kept]] = 1.0
+        t = (1.0 - label_smoothing) * t + label_smoothing / k
+        t[~kept] = 0.0
+        count = int(kept.sum())
+    else:
+        t = (1.0 - label_smoothing) * targets + label_smoothing / k
+        count = n
+    per_row = -(t * log_p).sum(axis=1)
+    grad_of_sum = np.exp(log_p) * t.sum(axis=1, keepdims=True) - t
+    if count == 0:  # torch: a mean over no kept rows is 0/0
+        count = float("nan")
+    return _reduce(per_row, count, reduction, losses, grad, grad_of_sum)
+
+
+def binary_cross_entropy(logits, targets, reduction, losses, grad):
+    per_element = np.maximum(logits, 0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))
+    e = np.exp(-np.abs(logits))
+    sigmoid = np.where(logits >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+    return _reduce(per_element, logits.size, reduction, losses, grad, sigmoid - targets)
+
+
+def mse(pred, targets, reduction, losses, grad):
+    d = pred - targets
+    return _reduce(d * d, pred.size, reduction, losses, grad, 2.0 * d)
+
+
+def huber(pred, targets, delta, reduction, losses, grad):
+    d = pred - targets
+    a = np.abs(d)
+    per_element = np.where(a < delta, 0.5 * d * d, delta * (a - 0.5 * delta))
+    return _reduce(per_element, pred.size, reduction, losses, grad, np.clip(d, -delta, delta))

@@ -1,0 +1,96 @@
+"""Optimizer updates over flat buffers, in NumPy, torch formulas (see kernels.spec)."""
+import math
+
+import numpy as np
+
+
+def _per_element(values, offsets, dtype):
+    """Expand one value per segment to one value per element."""
+    return np.repeat(np.asarray(values, dtype=np.float64), np.diff(offsets)).astype(dtype)
+
+
+def _effective_grad(grads, offsets, seg_scale, clip_value):
+    return np.clip(grads, -clip_value, clip_value) * _per_element(seg_scale, offsets, grads.dtype)
+
+
+def _decay(params, offsets, seg_decay):
+    return _per_element(seg_decay, offsets, params.dtype)
+
+
+def grad_sq_norms(grads, offsets, clip_value, out):
+    g = np.clip(grads, -clip_value, clip_value).astype(np.float64)
+    for s in range(len(offsets) - 1):
+        out[s] = np.dot(g[offsets[s]:offsets[s + 1]], g[offsets[s]:offsets[s + 1]])
+
+
+def sgd(params, grads, momentum_buf, offsets, seg_scale, seg_decay, clip_value,
+        lr, momentum, dampening, nesterov, first_step):
+    g = _effective_grad(grads, offsets, seg_scale, clip_value) + _decay(params, offsets, seg_decay) * params
+    if momentum != 0.0:
+        if first_step:
+            momentum_buf[...] = g
+        else:
+            momentum_buf[...] = momentum * momentum_buf + (1.0 - dampening) * g
+        g = g + momentum * momentum_buf if nesterov else momentum_buf
+    params -= lr * g
+
+
+def adagrad(params, grads, state_sum, offsets, seg_scale, seg_decay, clip_value, lr, eps):
+    g = _effective_grad(grads, offsets, seg_scale, clip_value) + _decay(params, offsets, seg_decay) * params
+    state_sum += g * g
+    params -= lr * g / (np.sqrt(state_sum) + eps)
+
+
+def rmsprop(params, grads, square_avg, grad_avg, momentum_buf, offsets, seg_scale, seg_decay,
+            clip_value, lr, alpha, eps, momentum, centered):
+    g = _effective_grad(grads, offsets, seg_scale, clip_value) + _decay(params, offsets, seg_decay) * params
+    square_avg[...] = alpha * square_avg + (1.0 - alpha) * g * g
+    if centered:
+        grad_avg[...] = alpha * grad_avg + (1.0 - alpha) * g
+        avg = np.sqrt(square_avg - grad_avg * grad_avg) + eps
+    else:
+        avg = np.sqrt(square_avg) + eps
+    if momentum > 0.0:
+        momentum_buf[...] = momentum * momentum_buf + g / avg
+        params -= lr * momentum_buf
+    else:
+        params -= lr * g / avg
+
+
+def adadelta(params, grads, square_avg, acc_delta, offsets, seg_scale, seg_decay, clip_value,
+             lr, rho, eps):
+    g = _effective_grad(grads, offsets, seg_scale, clip_value) + _decay(params, offsets, seg_decay) * params
+    square_avg[...] = rho * square_avg + (1.0 - rho) * g * g
+    delta = np.sqrt(acc_delta + eps) / np.sqrt(square_avg + eps) * g
+    acc_delta[...] = rho * acc_delta + (1.0 - rho) * delta * delta
+    params -= lr * delta
+
+
+def adam(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, offsets, seg_scale, seg_decay,
+         clip_value, lr, beta1, beta2, eps, step, decoupled, amsgrad):
+    g = _effective_grad(grads, offsets, seg_scale, clip_value)
+    wd = _decay(params, offsets, seg_decay)
+    if decoupled:
+        params *= 1.0 - lr * wd
+    else:
+        g = g + wd * params
+    exp_avg[...] = beta1 * exp_avg + (1.0 - beta1) * g
+    exp_avg_sq[...] = beta2 * exp_avg_sq + (1.0 - beta2) * g * g
+    v_hat = exp_avg_sq
+    if amsgrad:
+        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        v_hat = max_exp_avg_sq
+    bias_correction1 = 1.0 - beta1**step
+    bias_correction2 = 1.0 - beta2**step
+    denom = np.sqrt(v_hat) / math.sqrt(bias_correction2) + eps
+    params -= lr / bias_correction1 * exp_avg / denom
+
+
+def nadam(params, grads, exp_avg, exp_avg_sq, offsets, seg_scale, seg_decay, clip_value,
+          lr, beta1, beta2, eps, step, mu, mu_next, mu_product):
+    g = _effective_grad(grads, offsets, seg_scale, clip_value) + _decay(params, offsets, seg_decay) * params
+    exp_avg[...] = beta1 * exp_avg + (1.0 - beta1) * g
+    exp_avg_sq[...] = beta2 * exp_avg_sq + (1.0 - beta2) * g * g
+    denom = np.sqrt(exp_avg_sq / (1.0 - beta2**step)) + eps
+    params -= lr * (1.0 - mu) / (1.0 - mu_product) * g / denom
+    params -= lr * mu_next / (1.0 - mu_product * mu_next) * exp_avg / denom

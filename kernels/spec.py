@@ -1,0 +1,164 @@
+"""The backend interface: the fused ops every backend implements, with their formulas.
+
+A backend is a module (``kernels.reference``, ``kernels.cpu``, ``kernels.cuda``) that
+exposes the names of :class:`Backend` with exactly these semantics. ``engine`` calls
+only these ops; it never does array arithmetic of its own. ``kernels.reference`` is the
+oracle: plain NumPy written for clarity, against which the other backends are tested.
+
+Conventions shared by all ops
+-----------------------------
+* Arrays are backend arrays (NumPy for ``reference`` and ``cpu``, CuPy for ``cuda``)
+  of one floating dtype (float32 or float64) per call. Integer class targets are int64.
+* Every op writes into the output arrays it is given and allocates nothing that
+  outlives the call; output arguments documented "may be None" are skipped.
+* Activations, reductions and output functions are small integer codes (below), so
+  that compiled kernels can branch on them cheaply.
+* Dropout masks come from the counter-based hash :func:`kernels.rng.keep_threshold` and
+  :func:`kernels.rng.dropout_key`: every backend produces the same mask bit for bit.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+# Activation codes. ``act_param`` is the slope of leaky_relu and the alpha of elu;
+# prelu reads its per-unit slopes from the ``slope`` array instead.
+IDENTITY, RELU, LEAKY_RELU, ELU, SELU, GELU, GELU_TANH, SILU, SOFTPLUS, TANH, SIGMOID, PRELU = range(12)
+
+# Loss reductions, torch semantics.
+NONE, MEAN, SUM = range(3)
+
+# Output functions applied by ``MLP.predict``.
+OUTPUT_NONE, OUTPUT_SIGMOID, OUTPUT_SOFTMAX = range(3)
+
+# ``ignore_index`` value meaning "ignore nothing": valid targets are never negative.
+NO_IGNORE = -(2**63)
+
+SELU_ALPHA = 1.6732632423543772848170429916717
+SELU_SCALE = 1.0507009873554804934193349852946
+
+
+class Backend(Protocol):
+    """What a backend module provides. Formulas use row batches ``X`` of shape (N, fan_in)."""
+
+    name: str
+
+    # ----------------------------------------------------------------- arrays
+    def to_device(self, host: np.ndarray, dtype) -> object:
+        """A backend array with ``host``'s values in ``dtype`` (no copy when already so)."""
+
+    def to_host(self, array) -> np.ndarray:
+        """A NumPy array with the values of a backend array."""
+
+    def empty(self, shape, dtype) -> object:
+        """An uninitialised C-contiguous backend array."""
+
+    def zeros(self, shape, dtype) -> object:
+        """A zero-filled C-contiguous backend array."""
+
+    def copy_into(self, dst, src) -> None:
+        """``dst[...] = src`` where ``src`` may be a host or backend array."""
+
+    # ------------------------------------------------------------ dense layer
+    def dense_forward(self, X, W, b, act, act_param, slope, dropout_p, key, Z, Y) -> None:
+        """Fused dense forward.
+
+        ``Z = X @ W + b`` and ``Y = act(Z) * m / (1 - p)``, with ``m[i, j]`` the keep bit
+        of element ``i * fan_out + j`` for dropout ``key`` (``m = 1`` when ``p == 0``).
+        ``Y`` may be the same array as ``Z``; ``slope`` (fan_out,) is read for prelu only.
+        """
+
+    def dense_backward(self, dY, X, W, Z, act, act_param, slope, dropout_p, key,
+                       dZ, dW, db, dslope, dX) -> None:
+        """Fused dense backward of :meth:`dense_forward`.
+
+        ``dZ = dY * m / (1 - p) * act'(Z)``, ``db = sum_i dZ[i]``, ``dW = X.T @ dZ``,
+        ``dX = dZ @ W.T`` (skipped when ``dX`` is None) and, for prelu,
+        ``dslope[j] = sum_i (dY * m / (1 - p))[i, j] * min(Z[i, j], 0)`` (``dslope`` is None
+        otherwise). The mask is regenerated from ``key``, never stored. ``dZ`` may be the
+        same array as ``Z`` or as ``dY``.
+        """
+
+    def dropout_mask(self, dropout_p, key, out) -> None:
+        """``out[i, j] = m[i, j] / (1 - p)``: the scaled keep mask dense_forward applies."""
+
+    def apply_output(self, kind, X, out) -> None:
+        """``out = X`` (OUTPUT_NONE), ``sigmoid(X)`` or the row-wise ``softmax(X)``."""
+
+    # ----------------------------------------------------------------- losses
+    # Each loss returns the reduced loss as a float (for NONE: the sum), writes the
+    # per-sample losses torch returns with reduction="none" into ``losses`` and the
+    # gradient of the reduced loss with respect to the predictions into ``grad``
+    # (for NONE: the gradient of the sum). ``losses`` and ``grad`` may be None.
+    def softmax_cross_entropy(self, logits, targets, label_smoothing, ignore_index,
+                              reduction, losses, grad) -> float:
+        """Softmax cross-entropy on logits (N, K), torch ``cross_entropy`` semantics.
+
+        With ``p = softmax(logits[i])`` and smoothing ``e``:
+        class targets (N,) int64: ``t = (1 - e) * onehot(y_i) + e / K`` and rows with
+        ``y_i == ignore_index`` contribute nothing; MEAN divides by the number of kept rows.
+        Distribution targets (N, K): ``t = (1 - e) * targets[i] + e / K``; MEAN divides by N.
+        ``loss_i = -sum_k t_k log p_k`` and ``d loss_i / d logits = p * sum_k t_k - t``.
+        """
+
+    def binary_cross_entropy(self, logits, targets, reduction, losses, grad) -> float:
+        """Sigmoid BCE on logits, elementwise, same shapes:
+        ``l = max(x, 0) - x t + log(1 + exp(-|x|))``, ``dl/dx = sigmoid(x) - t``;
+        MEAN divides by the number of elements."""
+
+    def mse(self, pred, targets, reduction, losses, grad) -> float:
+        """``l = (x - t)^2`` elementwise, ``dl/dx = 2 (x - t)``; MEAN over all elements."""
+
+    def huber(self, pred, targets, delta, reduction, losses, grad) -> float:
+        """torch HuberLoss: with ``d = x - t``, ``l = d^2 / 2`` if ``|d| < delta`` else
+        ``delta (|d| - delta / 2)``; ``dl/dx = clip(d, -delta, delta)``; MEAN over all."""
+
+    # ------------------------------------------------------------- optimizers
+    # Parameters, gradients and state are flat 1-D arrays of one length. The flat buffer
+    # is cut into segments (one per W, b or prelu slope) by ``offsets`` (S + 1,) int64.
+    # Every update first forms the effective gradient of element i in segment s:
+    #     g = clip(grads[i], -clip_value, clip_value) * seg_scale[s]
+    # (clip_value = inf disables clamping; seg_scale carries norm clipping), then applies
+    # the optimizer with weight decay ``seg_decay[s]`` (0 where a segment is exempt).
+    # ``grads`` is never written. Updates are in place; ``step`` counts from 1.
+    def grad_sq_norms(self, grads, offsets, clip_value, out) -> None:
+        """``out[s] = sum_{i in s} clip(grads[i], -clip_value, clip_value)^2`` (float64)."""
+
+    def sgd(self, params, grads, momentum_buf, offsets, seg_scale, seg_decay, clip_value,
+            lr, momentum, dampening, nesterov, first_step) -> None:
+        """torch SGD: ``g += wd p``; with momentum ``buf = g`` on the first step else
+        ``buf = momentum buf + (1 - dampening) g``; ``g = g + momentum buf`` (nesterov) or
+        ``g = buf``; ``p -= lr g``. ``momentum_buf`` is unused when ``momentum == 0``."""
+
+    def adagrad(self, params, grads, state_sum, offsets, seg_scale, seg_decay, clip_value,
+                lr, eps) -> None:
+        """torch Adagrad: ``g += wd p``; ``sum += g^2``; ``p -= lr g / (sqrt(sum) + eps)``."""
+
+    def rmsprop(self, params, grads, square_avg, grad_avg, momentum_buf, offsets, seg_scale,
+                seg_decay, clip_value, lr, alpha, eps, momentum, centered) -> None:
+        """torch RMSprop: ``g += wd p``; ``v = alpha v + (1 - alpha) g^2``; centered:
+        ``ga = alpha ga + (1 - alpha) g`` and ``avg = sqrt(v - ga^2) + eps``, else
+        ``avg = sqrt(v) + eps``; momentum > 0: ``buf = momentum buf + g / avg``,
+        ``p -= lr buf``; else ``p -= lr g / avg``."""
+
+    def adadelta(self, params, grads, square_avg, acc_delta, offsets, seg_scale, seg_decay,
+                 clip_value, lr, rho, eps) -> None:
+        """torch Adadelta: ``g += wd p``; ``v = rho v + (1 - rho) g^2``;
+        ``d = sqrt(u + eps) / sqrt(v + eps) g``; ``u = rho u + (1 - rho) d^2``; ``p -= lr d``."""
+
+    def adam(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, offsets, seg_scale,
+             seg_decay, clip_value, lr, beta1, beta2, eps, step, decoupled, amsgrad) -> None:
+        """torch Adam / AdamW. Decay: AdamW (``decoupled``) ``p *= 1 - lr wd``, Adam
+        ``g += wd p``. ``m = beta1 m + (1 - beta1) g``; ``v = beta2 v + (1 - beta2) g^2``;
+        amsgrad: ``vmax = max(vmax, v)`` and ``v_hat = vmax`` else ``v_hat = v``;
+        ``p -= lr / (1 - beta1^t) * m / (sqrt(v_hat) / sqrt(1 - beta2^t) + eps)``.
+        ``max_exp_avg_sq`` is unused without amsgrad."""
+
+    def nadam(self, params, grads, exp_avg, exp_avg_sq, offsets, seg_scale, seg_decay,
+              clip_value, lr, beta1, beta2, eps, step, mu, mu_next, mu_product) -> None:
+        """torch NAdam, with the momentum schedule ``mu_t`` computed by the caller and
+        ``mu_product = prod_{k<=t} mu_k``: ``g += wd p``; ``m``, ``v`` as in Adam;
+        ``denom = sqrt(v / (1 - beta2^t)) + eps``;
+        ``p -= lr (1 - mu) / (1 - mu_product) g / denom``;
+        ``p -= lr mu_next / (1 - mu_product mu_next) m / denom``."""

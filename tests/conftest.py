@@ -1,0 +1,42 @@
+"""Shared fixtures: backends to test against the NumPy reference, dtypes, tolerances."""
+import importlib
+
+import numpy as np
+import pytest
+
+import kernels.reference as reference
+
+# Fast backends, each tested op by op against kernels.reference.
+FAST_BACKENDS = ["cpu", "cuda"]
+
+# Per-dtype tolerances for comparing a backend with the reference: float32 ops agree
+# to a few units of rounding of their largest term, float64 far closer.
+TOLERANCES = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-11, atol=1e-12)}
+
+
+def load_backend(name):
+    """Import kernels.<name>, or skip the test saying why it cannot run here."""
+    try:
+        module = importlib.import_module(f"kernels.{name}")
+    except ImportError as error:
+        pytest.skip(f"kernels.{name} cannot be imported here: {error}")
+    unavailable = getattr(module, "unavailable_reason", lambda: None)()
+    if unavailable:
+        pytest.skip(f"kernels.{name}: {unavailable}")
+    return module
+
+
+@pytest.fixture(params=FAST_BACKENDS)
+def fast(request):
+    """A fast backend module (skipped where it cannot run)."""
+    return load_backend(request.param)
+
+
+@pytest.fixture
+def ref():
+    return reference
+
+
+@pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])
+def dtype(request):
+    return request.param
