@@ -35,6 +35,9 @@ OUTPUT_NONE, OUTPUT_SIGMOID, OUTPUT_SOFTMAX = range(3)
 # ``ignore_index`` value meaning "ignore nothing": valid targets are never negative.
 NO_IGNORE = -(2**63)
 
+# softplus(x) = x above this (torch's threshold), where log1p(exp(-x)) is below rounding.
+SOFTPLUS_THRESHOLD = 20.0
+
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 
@@ -97,7 +100,8 @@ class Backend(Protocol):
 
         With ``p = softmax(logits[i])`` and smoothing ``e``:
         class targets (N,) int64: ``t = (1 - e) * onehot(y_i) + e / K`` and rows with
-        ``y_i == ignore_index`` contribute nothing; MEAN divides by the number of kept rows.
+        ``y_i == ignore_index`` contribute nothing; MEAN divides by the number of kept rows
+        (none kept: the loss is NaN and the gradient 0, as in torch).
         Distribution targets (N, K): ``t = (1 - e) * targets[i] + e / K``; MEAN divides by N.
         ``loss_i = -sum_k t_k log p_k`` and ``d loss_i / d logits = p * sum_k t_k - t``.
         """

@@ -41,7 +41,7 @@ def activate(act, alpha, slope, z):
     if act == spec.SILU:
         return z * _sigmoid(z)
     if act == spec.SOFTPLUS:
-        return np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z)))
+        return np.where(z > spec.SOFTPLUS_THRESHOLD, z, np.maximum(z, 0) + np.log1p(np.exp(-np.abs(z))))
     if act == spec.TANH:
         return np.tanh(z)
     if act == spec.SIGMOID:
@@ -73,7 +73,7 @@ def derivative(act, alpha, slope, z):
         s = _sigmoid(z)
         return s * (1.0 + z * (1.0 - s))
     if act == spec.SOFTPLUS:
-        return _sigmoid(z)
+        return np.where(z > spec.SOFTPLUS_THRESHOLD, 1.0, _sigmoid(z)).astype(z.dtype)
     if act == spec.TANH:
         return 1.0 - np.tanh(z) ** 2
     if act == spec.SIGMOID:

@@ -8,14 +8,20 @@ def _reduce(per_sample, count, reduction, losses, grad, grad_of_sum):
     """Write the outputs of a loss and return its reduced value.
 
     ``count`` is what MEAN divides by; ``grad_of_sum`` is d(sum of per_sample)/d(pred).
+    A MEAN over nothing (every row ignored) is NaN, as in torch, with a zero gradient.
     """
     if losses is not None:
         losses[...] = per_sample
     total = float(per_sample.sum(dtype=np.float64))
-    scale = 1.0 / count if reduction == spec.MEAN else 1.0
+    if reduction != spec.MEAN:
+        scale = 1.0
+    else:
+        scale = 1.0 / count if count else 0.0
     if grad is not None:
         grad[...] = grad_of_sum * grad.dtype.type(scale)
-    return total / count if reduction == spec.MEAN else total
+    if reduction != spec.MEAN:
+        return total
+    return total / count if count else float("nan")
 
 
 def _log_softmax(logits):
@@ -38,8 +44,6 @@ def softmax_cross_entropy(logits, targets, label_smoothing, ignore_index, reduct
         count = n
     per_row = -(t * log_p).sum(axis=1)
     grad_of_sum = np.exp(log_p) * t.sum(axis=1, keepdims=True) - t
-    if count == 0:  # torch: a mean over no kept rows is 0/0
-        count = float("nan")
     return _reduce(per_row, count, reduction, losses, grad, grad_of_sum)
 
 
