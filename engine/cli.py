@@ -17,10 +17,29 @@ def main(argv=None):
     demo.add_argument("--backend", choices=["auto", "numpy", "numba", "cupy"], default=None)
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    bench = commands.add_parser("bench", help="time the standard workloads on the available backends")
+    bench.add_argument("--workloads", default="S,M,L", help="comma-separated subset of S,M,L (default all)")
+    bench.add_argument("--backends", default=None, help="comma-separated backends (default: all available)")
+    bench.add_argument("--reps", type=int, default=5, help="timed repetitions per figure (median reported)")
+    bench.add_argument("--no-kernels", action="store_true", help="skip the kernel workloads")
+    bench.add_argument("--no-peers", action="store_true", help="skip PyTorch and JAX even when installed")
+    bench.add_argument("--json", action="store_true", help="print the rows as JSON")
+
     args = parser.parse_args(argv)
     if args.command == "demo":
         from .demo import run
         backend = None if args.backend is None else backend_module.module(args.backend).name
         run(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, backend=backend,
             verbose=0 if args.quiet else 1)
+    elif args.command == "bench":
+        from .bench import WORKLOADS, run
+        workloads = [w.strip().upper() for w in args.workloads.split(",") if w.strip()]
+        unknown = [w for w in workloads if w not in WORKLOADS]
+        if unknown:
+            parser.error(f"--workloads: unknown {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
+        backends = None if args.backends is None else [b.strip() for b in args.backends.split(",")]
+        for b in backends or ():
+            backend_module.module(b)
+        run(workloads, backends, kernels=not args.no_kernels, peers=not args.no_peers, reps=args.reps,
+            as_json=args.json)
     return 0

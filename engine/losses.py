@@ -6,7 +6,7 @@ import numpy as np
 from kernels import spec
 
 from . import backend as backend_module
-from .validation import as_numeric_array, check_finite, number, one_of
+from .validation import as_float_array, as_numeric_array, check_finite, number, one_of
 
 REDUCTIONS = {"none": spec.NONE, "mean": spec.MEAN, "sum": spec.SUM}
 
@@ -27,8 +27,8 @@ class Loss:
         return f"{type(self).__name__}({args})"
 
     # What subclasses define.
-    def check_targets(self, y, n_rows, n_out, dtype):
-        """Host targets ready for the kernel (cast, reshaped), or ValueError/TypeError."""
+    def check_targets(self, y, n_rows, n_out, dtype, argument="y"):
+        """Host targets ready for the kernel (cast, reshaped), or ValueError/TypeError naming ``argument``."""
         raise NotImplementedError
 
     def kernel(self, k, pred, targets, reduction, losses, grad):
@@ -69,24 +69,18 @@ class Loss:
         return shape
 
 
-def _float_targets(y, argument="y"):
-    y = as_numeric_array(y, argument)
-    check_finite(y, argument)
-    return y
-
-
 class MSE(Loss):
     """Mean squared error ``mean((pred - y)^2)`` over all elements."""
 
     name = "mse"
 
-    def check_targets(self, y, n_rows, n_out, dtype):
-        y = _float_targets(y)
+    def check_targets(self, y, n_rows, n_out, dtype, argument="y"):
+        y = as_float_array(y, dtype, argument)
         if y.ndim == 1 and n_out == 1:
             y = y[:, None]
         if y.shape != (n_rows, n_out):
-            raise ValueError(f"y must have the shape of the model's output ({n_rows}, {n_out}); got {y.shape}")
-        return y.astype(dtype, copy=False)
+            raise ValueError(f"{argument} must have the shape of the model's output ({n_rows}, {n_out}); got {y.shape}")
+        return y
 
     def kernel(self, k, pred, targets, reduction, losses, grad):
         return k.mse(pred, targets, reduction, losses, grad)
@@ -116,17 +110,17 @@ class BinaryCrossEntropy(Loss):
 
     name = "binary_cross_entropy"
 
-    def check_targets(self, y, n_rows, n_out, dtype):
-        y = _float_targets(y)
+    def check_targets(self, y, n_rows, n_out, dtype, argument="y"):
+        y = as_float_array(y, dtype, argument)
         if n_out != 1:
             raise ValueError(f"binary_cross_entropy needs a model with 1 output; this one has {n_out}")
         if y.ndim == 1:
             y = y[:, None]
         if y.shape != (n_rows, 1):
-            raise ValueError(f"y must have shape ({n_rows},) or ({n_rows}, 1); got {y.shape}")
+            raise ValueError(f"{argument} must have shape ({n_rows},) or ({n_rows}, 1); got {y.shape}")
         if y.size and (y.min() < 0 or y.max() > 1):
-            raise ValueError(f"y must hold probabilities in [0, 1]; got values in [{y.min()}, {y.max()}]")
-        return y.astype(dtype, copy=False)
+            raise ValueError(f"{argument} must hold probabilities in [0, 1]; got values in [{y.min()}, {y.max()}]")
+        return y
 
     def kernel(self, k, pred, targets, reduction, losses, grad):
         return k.binary_cross_entropy(pred, targets, reduction, losses, grad)
@@ -153,25 +147,26 @@ class SoftmaxCrossEntropy(Loss):
     def config(self):
         return {**super().config(), "label_smoothing": self.label_smoothing, "ignore_index": self.ignore_index}
 
-    def check_targets(self, y, n_rows, n_out, dtype):
-        y = as_numeric_array(y, "y")
+    def check_targets(self, y, n_rows, n_out, dtype, argument="y"):
+        y = as_numeric_array(y, argument)
         if y.ndim == 2:
             if y.shape != (n_rows, n_out):
-                raise ValueError(f"y as class probabilities must have shape ({n_rows}, {n_out}); got {y.shape}")
+                raise ValueError(f"{argument} as class probabilities must have shape ({n_rows}, {n_out}); got {y.shape}")
             if self.ignore_index is not None:
-                raise ValueError("ignore_index applies to class-index targets only; y holds class probabilities")
-            check_finite(y, "y")
-            return y.astype(dtype, copy=False)
+                raise ValueError(f"ignore_index applies to class-index targets only; {argument} holds class probabilities")
+            return as_float_array(y, dtype, argument)
         if y.ndim != 1 or y.shape[0] != n_rows:
-            raise ValueError(f"y must be class indices of shape ({n_rows},) or probabilities ({n_rows}, {n_out}); got shape {y.shape}")
+            raise ValueError(f"{argument} must be class indices of shape ({n_rows},) or probabilities "
+                             f"({n_rows}, {n_out}); got shape {y.shape}")
         if y.dtype.kind == "f":
-            check_finite(y, "y")
+            check_finite(y, argument)
             if not np.array_equal(y, np.round(y)):
-                raise TypeError(f"y as class indices must hold integers; got dtype {y.dtype} with fractional values")
-        y = y.astype(np.int64)
+                raise TypeError(f"{argument} as class indices must hold integers; got dtype {y.dtype} with fractional values")
+        y = y.astype(np.int64, copy=False)
         kept = y if self.ignore_index is None else y[y != self.ignore_index]
         if kept.size and (kept.min() < 0 or kept.max() >= n_out):
-            raise ValueError(f"y must hold class indices in [0, {n_out}){'' if self.ignore_index is None else f' or ignore_index {self.ignore_index}'}; got values in [{kept.min()}, {kept.max()}]")
+            allowed = f"[0, {n_out})" + ("" if self.ignore_index is None else f" or ignore_index {self.ignore_index}")
+            raise ValueError(f"{argument} must hold class indices in {allowed}; got values in [{kept.min()}, {kept.max()}]")
         return y
 
     def kernel(self, k, pred, targets, reduction, losses, grad):

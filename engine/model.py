@@ -207,7 +207,7 @@ class MLP:
         return self._infer(X, batch_size, OUTPUTS[self.output])
 
     def _infer(self, X, batch_size, output_code):
-        X = check_features(X, self.sizes[0])
+        X = check_features(X, self.sizes[0], self.dtype)
         if batch_size is not None:
             batch_size = number(batch_size, "batch_size", low=1, integer=True)
         out = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)

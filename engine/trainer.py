@@ -71,14 +71,13 @@ class Trainer:
         return self.optimizer.iterations
 
     # ------------------------------------------------------------------ steps
-    def _check_data(self, X, y, x_argument="X"):
-        X = check_features(X, self.model.sizes[0], x_argument)
-        y = self.loss.check_targets(y, X.shape[0], self.model.sizes[-1], self.model.dtype)
-        return X.astype(self.model.dtype, copy=False), y
+    def _check_data(self, X, y, x_argument="X", y_argument="y"):
+        X = check_features(X, self.model.sizes[0], self.model.dtype, x_argument)
+        return X, self.loss.check_targets(y, X.shape[0], self.model.sizes[-1], self.model.dtype, y_argument)
 
     def train_step(self, xb, yb):
         """One forward, backward and update on a batch; returns the batch loss before the update."""
-        X, y = self._check_data(xb, yb, "xb")
+        X, y = self._check_data(xb, yb, "xb", "yb")
         k = self.model._k
         return self._train_on_device(k.to_device(X, self.model.dtype), k.to_device(y, y.dtype))
 
@@ -142,7 +141,7 @@ class Trainer:
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (X_val, y_val)")
-            validation = self._check_data(*validation_data, x_argument="validation_data[0]")
+            validation = self._check_data(*validation_data, "validation_data[0]", "validation_data[1]")
         elif validation_split > 0:
             X, y, *validation = split_validation(X, y, validation_split)
         else:
@@ -220,8 +219,9 @@ class Trainer:
                 host_logits = k.to_host(logits)
                 for m in metrics:
                     m.update(yb, host_logits)
-        loss = total / count if self.loss.reduction == "mean" and count else total
-        return {"loss": loss, **{m.name: m.compute() for m in metrics}}
+        if self.loss.reduction == "mean":
+            total = total / count if count else float("nan")  # torch: a mean over no kept rows is NaN
+        return {"loss": total, **{m.name: m.compute() for m in metrics}}
 
     # ------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path):

@@ -19,13 +19,27 @@ def as_numeric_array(value, argument):
 
 
 def check_finite(array, argument):
-    if array.dtype.kind == "f" and not np.isfinite(array).all():
-        bad = np.flatnonzero(~np.isfinite(array.ravel()))
-        raise ValueError(f"{argument} must be finite; got NaN or Inf at {len(bad)} element(s), the first at flat index {bad[0]}")
+    # A finite sum proves every element finite without a temporary array; only an
+    # overflowing sum or a bad element needs the elementwise look.
+    if array.dtype.kind != "f" or np.isfinite(array.sum()):
+        return
+    bad = np.flatnonzero(~np.isfinite(array.ravel()))
+    if len(bad):
+        raise ValueError(f"{argument} must be finite in {array.dtype}; got NaN or Inf at {len(bad)} element(s), "
+                         f"the first at flat index {bad[0]}")
 
 
-def check_features(X, n_in, argument="X"):
-    """A 2-D, non-empty, finite float-able input batch with ``n_in`` columns."""
+def as_float_array(value, dtype, argument):
+    """``value`` as a finite array of ``dtype`` (checked after the cast, which may overflow)."""
+    array = as_numeric_array(value, argument)
+    with np.errstate(over="ignore"):
+        array = array.astype(dtype, copy=False)
+    check_finite(array, argument)
+    return array
+
+
+def check_features(X, n_in, dtype, argument="X"):
+    """A 2-D, non-empty, finite input batch with ``n_in`` columns, as ``dtype``."""
     X = as_numeric_array(X, argument)
     if X.ndim != 2:
         raise ValueError(f"{argument} must be 2-D (n_samples, {n_in}); got shape {X.shape}")
@@ -33,8 +47,7 @@ def check_features(X, n_in, argument="X"):
         raise ValueError(f"{argument} must not be empty; got shape {X.shape}")
     if X.shape[1] != n_in:
         raise ValueError(f"{argument} must have {n_in} columns (the model's input size); got shape {X.shape}")
-    check_finite(X, argument)
-    return X
+    return as_float_array(X, dtype, argument)
 
 
 def check_same_rows(X, y, x_argument="X", y_argument="y"):

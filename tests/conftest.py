@@ -40,3 +40,20 @@ def ref():
 @pytest.fixture(params=[np.float32, np.float64], ids=["float32", "float64"])
 def dtype(request):
     return request.param
+
+
+# Engine-level tests run on every backend that can run here, by engine backend name.
+ENGINE_BACKENDS = ["numpy", "numba", "cupy"]
+
+
+@pytest.fixture(params=ENGINE_BACKENDS)
+def backend_name(request):
+    """An engine backend name (skipped, saying why, where it cannot run)."""
+    import engine
+    from engine import backend
+
+    try:
+        backend.module(request.param)
+    except engine.BackendUnavailable as error:
+        pytest.skip(str(error))
+    return request.param

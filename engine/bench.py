@@ -1,0 +1,314 @@
+"""``python -m engine bench``: the standard workloads, timed as ratios measured in one run.
+
+Training workloads (MLP, ReLU, softmax-CE, AdamW, float32), stepping through 64 distinct
+random minibatches (one reused batch is memorised and its gradients turn subnormal):
+    S 64-128-10 batch 64, M 784-512-512-10 batch 128, L 1024-4096-4096-1000 batch 256.
+Each reports the median time per ``train_step``, GFLOP/s, and its ratio to the GEMM floor:
+the same step's GEMMs timed alone through NumPy's BLAS into preallocated outputs, in the
+same run. Kernel workloads report GB/s and the ratio to this machine's copy bandwidth.
+PyTorch and JAX are timed on the same steps when they are installed.
+"""
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from kernels import spec
+
+from . import backend as backend_module
+
+WORKLOADS = {
+    "S": ([64, 128, 10], 64),
+    "M": ([784, 512, 512, 10], 128),
+    "L": ([1024, 4096, 4096, 1000], 256),
+}
+N_BATCHES = 64
+
+
+@dataclass
+class Row:
+    workload: str
+    provider: str
+    median_ms: float
+    min_ms: float
+    max_ms: float
+    gflops: float | None = None
+    gbps: float | None = None
+    ratio: float | None = None  # over the GEMM floor, or the copy bandwidth's share
+    notes: dict = field(default_factory=dict)
+
+
+def _timed(fn, reps, inner):
+    """Seconds per call of ``fn``: one figure per rep, each the mean over ``inner`` calls."""
+    fn()
+    samples = []
+    for _ in range(reps):
+        began = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append((time.perf_counter() - began) / inner)
+    return samples
+
+
+def _row(workload, provider, samples, **figures):
+    ms = [s * 1e3 for s in samples]
+    return Row(workload, provider, statistics.median(ms), min(ms), max(ms), **figures)
+
+
+def _batches(sizes, batch, dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((N_BATCHES, batch, sizes[0])).astype(dtype)
+    y = rng.integers(0, sizes[-1], size=(N_BATCHES, batch))
+    return X, y
+
+
+def step_flops(sizes, batch):
+    """FLOPs of one training step's GEMMs: forward, dW, and dX for all layers but the first."""
+    pairs = list(zip(sizes[:-1], sizes[1:]))
+    forward = sum(2 * batch * i * o for i, o in pairs)
+    return 3 * forward - 2 * batch * pairs[0][0] * pairs[0][1]
+
+
+def gemm_floor(sizes, batch, reps, inner, dtype=np.float32):
+    """Seconds of the step's GEMMs alone through NumPy's BLAS, cycling distinct inputs."""
+    rng = np.random.default_rng(1)
+    Ws = [rng.standard_normal((i, o)).astype(dtype) for i, o in zip(sizes[:-1], sizes[1:])]
+    Xs = [rng.standard_normal((4, batch, s)).astype(dtype) for s in sizes]
+    outs = [np.empty((batch, o), dtype) for o in sizes[1:]]
+    dWs = [np.empty_like(W) for W in Ws]
+    dXs = [np.empty((batch, i), dtype) for i in sizes[:-1]]
+    counter = [0]
+
+    def gemms():
+        c = counter[0] = (counter[0] + 1) % 4
+        for layer, W in enumerate(Ws):
+            np.dot(Xs[layer][c], W, out=outs[layer])
+        for layer in reversed(range(len(Ws))):
+            np.dot(Xs[layer][c].T, Xs[layer + 1][c], out=dWs[layer])
+            if layer:
+                np.dot(Xs[layer + 1][c], Ws[layer].T, out=dXs[layer])
+
+    return _timed(gemms, reps, inner)
+
+
+def engine_step(backend, sizes, batch, reps, inner):
+    from .model import MLP
+    from .optim import AdamW
+    from .trainer import Trainer
+
+    X, y = _batches(sizes, batch)
+    trainer = Trainer(MLP(sizes, seed=0, backend=backend), optimizer=AdamW(), metrics=())
+    counter = [0]
+
+    def step():
+        i = counter[0] = (counter[0] + 1) % N_BATCHES
+        trainer.train_step(X[i], y[i])
+
+    for _ in range(3):
+        step()
+    return _timed(step, reps, inner)
+
+
+def torch_step(sizes, batch, reps, inner, fused):
+    import torch
+
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    model = torch.nn.Sequential(*layers)
+    opt = torch.optim.AdamW(model.parameters(), fused=fused or None)
+    Xn, yn = _batches(sizes, batch)
+    X, y = torch.from_numpy(Xn), torch.from_numpy(yn)
+    counter = [0]
+
+    def step():
+        i = counter[0] = (counter[0] + 1) % N_BATCHES
+        opt.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(model(X[i]), y[i]).backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    return _timed(step, reps, inner)
+
+
+def jax_step(sizes, batch, reps, inner):
+    import jax
+    import jax.numpy as jnp
+    import optax
+
+    key = jax.random.PRNGKey(0)
+    params = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        key, sub = jax.random.split(key)
+        params.append((jax.random.normal(sub, (a, b)) * (2.0 / (a + b)) ** 0.5, jnp.zeros(b)))
+
+    def loss_fn(p, x, y):
+        for W, b in p[:-1]:
+            x = jax.nn.relu(x @ W + b)
+        logits = x @ p[-1][0] + p[-1][1]
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    opt = optax.adamw(1e-3)
+    state = [params, opt.init(params)]
+
+    @jax.jit
+    def update(p, s, x, y):
+        grads = jax.grad(loss_fn)(p, x, y)
+        updates, s = opt.update(grads, s, p)
+        return optax.apply_updates(p, updates), s
+
+    Xn, yn = _batches(sizes, batch)
+    X, y = jnp.asarray(Xn), jnp.asarray(yn)
+    counter = [0]
+
+    def step():
+        i = counter[0] = (counter[0] + 1) % N_BATCHES
+        state[0], state[1] = update(state[0], state[1], X[i], y[i])
+        jax.block_until_ready(state[0])
+
+    for _ in range(3):
+        step()
+    return _timed(step, reps, inner)
+
+
+def _peers(sizes, batch, reps, inner):
+    """(provider, timing function) of each installed peer framework."""
+    peers = []
+    try:
+        import torch  # noqa: F401
+        peers += [("torch eager", lambda: torch_step(sizes, batch, reps, inner, fused=False)),
+                  ("torch fused", lambda: torch_step(sizes, batch, reps, inner, fused=True))]
+    except ImportError:
+        pass
+    try:
+        import jax  # noqa: F401
+        import optax  # noqa: F401
+        peers.append(("jax jit", lambda: jax_step(sizes, batch, reps, inner)))
+    except ImportError:
+        pass
+    return peers
+
+
+def training_rows(workload, backends, reps, with_peers):
+    sizes, batch = WORKLOADS[workload]
+    inner = {"S": 200, "M": 20, "L": 2}[workload]
+    flops = step_flops(sizes, batch)
+    floor = statistics.median(gemm_floor(sizes, batch, reps, inner))
+    rows = [Row(workload, "GEMM floor", floor * 1e3, floor * 1e3, floor * 1e3, gflops=flops / floor / 1e9, ratio=1.0)]
+    runs = [(name, lambda name=name: engine_step(name, sizes, batch, reps, inner)) for name in backends]
+    if with_peers:
+        runs += _peers(sizes, batch, reps, inner)
+    for provider, run in runs:
+        samples = run()
+        t = statistics.median(samples)
+        rows.append(_row(workload, provider, samples, gflops=flops / t / 1e9, ratio=t / floor))
+    return rows
+
+
+def copy_bandwidth(k, n_bytes=256 << 20, reps=5):
+    """Bytes per second of the backend's copy (read + write counted)."""
+    src = k.to_device(np.ones(n_bytes // 4, np.float32), np.float32)
+    dst = k.empty(src.shape, np.float32)
+    t = min(_timed(lambda: k.copy_into(dst, src), reps, 2))
+    return 2 * n_bytes / t
+
+
+def kernel_rows(backend, reps):
+    k = backend_module.module(backend)
+    bandwidth = copy_bandwidth(k)
+    rows = [Row("copy 256MB", backend, 2 * (256 << 20) / bandwidth * 1e3, 0, 0, gbps=bandwidth / 1e9, ratio=1.0)]
+    rng = np.random.default_rng(0)
+    for n in (1 << 20, 16 << 20):
+        params, grads, m, v = (k.to_device(rng.standard_normal(n).astype(np.float32) * 1e-2, np.float32) for _ in range(4))
+        k.copy_into(v, np.abs(k.to_host(v)))
+        offsets = k.to_device(np.array([0, n]), np.int64)
+        scale, decay = (k.to_device(np.array([x]), np.float64) for x in (1.0, 1e-2))
+        step = [0]
+
+        def adamw():
+            step[0] += 1
+            k.adam(params, grads, m, v, v, offsets, scale, decay, np.inf, 1e-3, 0.9, 0.999, 1e-8, step[0], True, False)
+
+        samples = _timed(adamw, reps, 5)
+        gbps = 28 * n / statistics.median(samples) / 1e9
+        rows.append(_row(f"AdamW {n >> 20}M", backend, samples, gbps=gbps, ratio=gbps * 1e9 / bandwidth))
+    for n, classes in ((1024, 10), (1024, 1000), (256, 32000)):
+        logits = k.to_device(rng.standard_normal((n, classes)).astype(np.float32), np.float32)
+        targets = k.to_device(rng.integers(0, classes, n), np.int64)
+        grad = k.empty((n, classes), np.float32)
+        samples = _timed(lambda: k.softmax_cross_entropy(logits, targets, 0.0, spec.NO_IGNORE, spec.MEAN, None, grad), reps, 10)
+        gbps = 8 * n * classes / statistics.median(samples) / 1e9
+        rows.append(_row(f"softmax-CE {n}x{classes}", backend, samples, gbps=gbps, ratio=gbps * 1e9 / bandwidth))
+    out = k.empty((1024, 4096), np.float32)
+    samples = _timed(lambda: k.dropout_mask(0.5, 12345, out), reps, 5)
+    gbps = 4 * out.size / statistics.median(samples) / 1e9
+    rows.append(_row("dropout mask 1024x4096", backend, samples, gbps=gbps, ratio=gbps * 1e9 / bandwidth))
+    return rows
+
+
+def torch_kernel_rows(reps):
+    try:
+        import torch
+    except ImportError:
+        return []
+    rows = []
+    for n in (1 << 20, 16 << 20):
+        p = torch.nn.Parameter(torch.randn(n) * 1e-2)
+        p.grad = torch.randn(n) * 1e-2
+        opt = torch.optim.AdamW([p], fused=True)
+        samples = _timed(opt.step, reps, 5)
+        rows.append(_row(f"AdamW {n >> 20}M", "torch fused", samples, gbps=28 * n / statistics.median(samples) / 1e9))
+    for n, classes in ((1024, 10), (1024, 1000), (256, 32000)):
+        logits = torch.randn(n, classes, requires_grad=True)
+        targets = torch.randint(0, classes, (n,))
+
+        def fwd_bwd():
+            logits.grad = None
+            torch.nn.functional.cross_entropy(logits, targets).backward()
+
+        samples = _timed(fwd_bwd, reps, 10)
+        rows.append(_row(f"softmax-CE {n}x{classes}", "torch", samples,
+                         gbps=8 * n * classes / statistics.median(samples) / 1e9))
+    x = torch.empty(1024, 4096)
+    samples = _timed(lambda: torch.nn.functional.dropout(x, 0.5, training=True), reps, 5)
+    rows.append(_row("dropout mask 1024x4096", "torch", samples, gbps=4 * x.numel() / statistics.median(samples) / 1e9))
+    return rows
+
+
+def _fmt(value, pattern):
+    return "" if value is None else format(value, pattern)
+
+
+def print_table(rows):
+    header = f"{'workload':<24} {'provider':<12} {'median ms':>10} {'min ms':>9} {'max ms':>9} {'GFLOP/s':>8} {'GB/s':>7} {'ratio':>7}"
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        print(f"{r.workload:<24} {r.provider:<12} {r.median_ms:>10.4f} {r.min_ms:>9.4f} {r.max_ms:>9.4f} "
+              f"{_fmt(r.gflops, '.1f'):>8} {_fmt(r.gbps, '.1f'):>7} {_fmt(r.ratio, '.3f'):>7}")
+
+
+def run(workloads=("S", "M", "L"), backends=None, kernels=True, peers=True, reps=5, as_json=False):
+    backends = backends or [b for b in backend_module.available_backends()]
+    rows = []
+    for workload in workloads:
+        rows += training_rows(workload, backends, reps, peers)
+    if kernels:
+        for backend in backends:
+            if backend != "numpy":
+                rows += kernel_rows(backend, reps)
+        if peers:
+            rows += torch_kernel_rows(reps)
+    if as_json:
+        print(json.dumps([asdict(r) for r in rows], indent=1))
+    else:
+        print("ratio: time per step over the GEMM floor (training rows); GB/s over the copy bandwidth (kernel rows)")
+        print_table(rows)
+    return rows
