@@ -1,0 +1,78 @@
+"""The Numba CPU backend: every op of :mod:`kernels.spec`, compiled and fused.
+
+Importing it raises ImportError where numba is missing. Kernels compile on first use
+(per dtype and array layout, and per activation code, aliasing or optimizer where that
+lets the loops specialise) and are cached on disk, so later processes load them; see
+:mod:`kernels.cpu.jit` for the options every kernel shares.
+
+Threads. A GEMM runs on OpenBLAS's threads and the fused passes around it on numba's;
+with as many threads as cores, whichever pool is idle must not spin, or the other waits
+for cores (measured here: a step 14x slower). What this module can do, it does before
+numba starts its threads; all of it by ``os.environ.setdefault`` or only where the user
+chose nothing, so an exported value wins:
+
+* numba's threading layer is OpenMP when available (``workqueue`` otherwise), and
+  ``OMP_WAIT_POLICY=PASSIVE`` puts its threads to sleep after each parallel region.
+  libgomp reads it when first loaded, which is when numba loads it, unless another
+  library loaded libgomp earlier.
+* ``OPENBLAS_THREAD_TIMEOUT=4`` (2^4 cycles, OpenBLAS's minimum, against a default of
+  2^28) is set only if NumPy, and so OpenBLAS, is not loaded yet; otherwise it would do
+  nothing.
+* Sleeping threads cost a wake-up per parallel region: 76 us here with PASSIVE (1.5 us
+  with spinning threads, 145 us with workqueue). Kernels on fewer elements than
+  ``jit.PARALLEL_MIN_WORK`` therefore run on the calling thread alone.
+
+The lead's thread planning (threadpoolctl, thread counts, that threshold) decides the
+rest; :func:`set_num_threads` sets numba's share.
+"""
+import os
+import sys
+
+_MIN_NUMBA = (0, 59)
+
+if "numpy" not in sys.modules:
+    os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+if "numba.np.ufunc.omppool" not in sys.modules:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+try:
+    import numba
+except ImportError as error:  # the package cannot work without it
+    raise ImportError(f"kernels.cpu needs numba: {error}") from error
+
+
+def _choose_threading_layer():
+    if numba.config.THREADING_LAYER != "default":
+        return  # the user's choice (NUMBA_THREADING_LAYER)
+    try:
+        from numba.np.ufunc import omppool  # noqa: F401  (loads libgomp)
+        numba.config.THREADING_LAYER = "omp"
+    except ImportError:
+        numba.config.THREADING_LAYER = "workqueue"
+
+
+_choose_threading_layer()
+
+from .arrays import copy_into, empty, to_device, to_host, zeros  # noqa: E402
+from .dense import apply_output, dense_backward, dense_forward, dropout_mask  # noqa: E402
+from .losses import binary_cross_entropy, huber, mse, softmax_cross_entropy  # noqa: E402
+from .optim import adadelta, adagrad, adam, grad_sq_norms, nadam, rmsprop, sgd  # noqa: E402
+
+name = "numba"
+
+
+def unavailable_reason():
+    """None when this backend can run here, else why not (the test fixtures skip on it)."""
+    version = tuple(int(part) for part in numba.__version__.split(".")[:2])
+    if version < _MIN_NUMBA:
+        return f"numba {numba.__version__} is older than {'.'.join(map(str, _MIN_NUMBA))}"
+    return None
+
+
+def set_num_threads(n):
+    """The number of threads of numba's parallel kernels (at most NUMBA_NUM_THREADS)."""
+    numba.set_num_threads(n)
+
+
+def get_num_threads():
+    return numba.get_num_threads()

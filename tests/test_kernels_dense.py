@@ -1,0 +1,231 @@
+"""Dense forward/backward, dropout masks and output functions of the fast backends,
+op by op against kernels.reference."""
+import numpy as np
+import pytest
+
+from conftest import TOLERANCES
+from kernels import rng, spec
+
+ACTIVATIONS = list(range(12))
+ACT_PARAM = 0.2  # the leaky slope / the elu alpha
+# (batch, fan_in, fan_out): a single element, odd sizes, batch 1, a row of 1000.
+SHAPES = [(1, 1, 1), (7, 13, 5), (33, 5, 17), (1, 1000, 3), (64, 24, 130)]
+KEYS = [0, rng.dropout_key(0, 1, 0), rng.dropout_key(1234, 77, 3), 2**64 - 1]
+
+
+def assert_close(actual, desired, dtype, what):
+    np.testing.assert_allclose(actual, desired, err_msg=what, **TOLERANCES[dtype])
+
+
+def assert_sum_close(actual, desired, terms, dtype, what):
+    """Compare sums of products (GEMM entries, column sums) at TOLERANCES of their terms.
+
+    Tolerance differs from TOLERANCES on purpose: an entry of dW = X.T @ dZ adds N terms,
+    and the reference's own float32 dZ is off by up to 1.2e-6 absolute where its formula
+    cancels (gelu_tanh's 1 + tanh near -1; we measured ours at half that), so the sum
+    inherits about sqrt(N) times that, while cancellation between the terms can make the
+    entry itself small. Each entry is therefore allowed rtol times the sum of the
+    magnitudes of its terms (``terms``, same shape) on top of TOLERANCES.
+    """
+    tol = TOLERANCES[dtype]
+    actual, desired = np.asarray(actual, np.float64), np.asarray(desired, np.float64)
+    bound = tol["atol"] + tol["rtol"] * (np.abs(desired) + terms)
+    bad = ~(np.abs(actual - desired) <= bound)
+    if bad.any():
+        where = np.argwhere(bad)[:10]
+        rows = "\n".join(f"  {tuple(i)}: {actual[tuple(i)]!r} (actual) {desired[tuple(i)]!r} "
+                         f"(desired) bound {bound[tuple(i)]:.3g}" for i in where)
+        raise AssertionError(f"{what}: {bad.sum()} of {bad.size} elements differ\n{rows}")
+
+
+def layer_inputs(shape, dtype, layout, seed=0):
+    """X, W, b, prelu slope and an upstream gradient for a layer of ``shape``.
+
+    ``layout`` "strided" makes X a column slice of a wider array (rows not adjacent),
+    "transposed" a transposed view of a C array (Fortran order); both reach BLAS as
+    views.
+    """
+    n, fan_in, fan_out = shape
+    g = np.random.default_rng(seed)
+    if layout == "strided":
+        X = g.standard_normal((n, fan_in + 9)).astype(dtype)[:, 4:4 + fan_in]
+    elif layout == "transposed":
+        X = g.standard_normal((fan_in, n)).astype(dtype).T
+    else:
+        X = g.standard_normal((n, fan_in)).astype(dtype)
+    W = (g.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)).astype(dtype)
+    b = g.standard_normal(fan_out).astype(dtype)
+    slope = g.uniform(0.05, 0.5, fan_out).astype(dtype)
+    dY = g.standard_normal((n, fan_out)).astype(dtype)
+    return X, W, b, slope, dY
+
+
+def run_forward(backend, X, W, b, act, slope, p, key, in_place):
+    n, fan_out = X.shape[0], W.shape[1]
+    Z = backend.zeros((n, fan_out), X.dtype)
+    Y = Z if in_place else backend.zeros((n, fan_out), X.dtype)
+    backend.dense_forward(X, W, b, act, ACT_PARAM, slope if act == spec.PRELU else None, p, key,
+                          Z, Y)
+    return Z, Y
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_dense_forward(fast, ref, dtype, act, shape):
+    X, W, b, slope, _ = layer_inputs(shape, dtype, "contiguous")
+    for p, key in [(0.0, 0), (0.3, KEYS[1])]:
+        Zf, Yf = run_forward(fast, X, W, b, act, slope, p, key, in_place=False)
+        Zr, Yr = run_forward(ref, X, W, b, act, slope, p, key, in_place=False)
+        assert_close(Zf, Zr, dtype, f"Z, p={p}")
+        assert_close(Yf, Yr, dtype, f"Y, p={p}")
+        # The same elements dropped, not merely close values.
+        mask = ref.zeros(Yr.shape, dtype)
+        ref.dropout_mask(p, key, mask)
+        assert (Yf[mask == 0] == 0).all()
+        assert (Yf[(mask != 0) & (np.abs(Yr) > 1e-3)] != 0).all()
+
+
+@pytest.mark.parametrize("act", [spec.IDENTITY, spec.RELU, spec.PRELU])
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "transposed"])
+def test_dense_forward_in_place_and_views(fast, ref, dtype, act, layout):
+    X, W, b, slope, _ = layer_inputs((33, 21, 19), dtype, layout, seed=1)
+    for p in (0.0, 0.5):
+        _, Yf = run_forward(fast, X, W, b, act, slope, p, KEYS[2], in_place=True)
+        _, Yr = run_forward(ref, X, W, b, act, slope, p, KEYS[2], in_place=False)
+        assert_close(Yf, Yr, dtype, f"Y written over Z, p={p}")
+
+
+def engine_alias(act):
+    """What engine.model passes as dZ: dY for a linear layer, Z (overwritten) otherwise."""
+    return "dY" if act == spec.IDENTITY else "Z"
+
+
+def run_backward(backend, dY, X, W, Z, act, slope, p, key, alias, want_dX=True):
+    """dZ, dW, db, dslope, dX; ``alias`` "Z" or "dY" makes dZ that array (copies given),
+    "separate" an array of its own."""
+    dY, Z = dY.copy(), Z.copy()
+    n, fan_in, fan_out = X.shape[0], X.shape[1], W.shape[1]
+    dZ = {"Z": Z, "dY": dY}.get(alias)
+    if alias == "separate":
+        dZ = backend.zeros((n, fan_out), X.dtype)
+    dW = backend.zeros((fan_in, fan_out), X.dtype)
+    db = backend.zeros((fan_out,), X.dtype)
+    dslope = backend.zeros((fan_out,), X.dtype) if act == spec.PRELU else None
+    dX = backend.zeros((n, fan_in), X.dtype) if want_dX else None
+    backend.dense_backward(dY, X, W, Z, act, ACT_PARAM, slope if act == spec.PRELU else None, p,
+                           key, dZ, dW, db, dslope, dX)
+    return dict(dZ=dZ, dW=dW, db=db, dslope=dslope, dX=dX)
+
+
+def assert_backward_close(fast_out, ref_out, dY, X, W, Z, p, dtype, context):
+    """dZ elementwise; the sums over rows (db, dslope, dW, dX) by their terms."""
+    for name in ("dZ", "dX", "dslope"):
+        assert (fast_out[name] is None) == (ref_out[name] is None), name
+    assert_close(fast_out["dZ"], ref_out["dZ"], dtype, f"dZ, {context}")
+    dZ = np.abs(ref_out["dZ"].astype(np.float64))
+    assert_sum_close(fast_out["db"], ref_out["db"], dZ.sum(axis=0), dtype, f"db, {context}")
+    assert_sum_close(fast_out["dW"], ref_out["dW"], np.abs(X.T) @ dZ, dtype, f"dW, {context}")
+    if ref_out["dX"] is not None:
+        assert_sum_close(fast_out["dX"], ref_out["dX"], dZ @ np.abs(W.T), dtype, f"dX, {context}")
+    if ref_out["dslope"] is not None:
+        terms = (np.abs(dY.astype(np.float64)) / (1 - p) * np.abs(np.minimum(Z, 0))).sum(axis=0)
+        assert_sum_close(fast_out["dslope"], ref_out["dslope"], terms, dtype, f"dslope, {context}")
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_dense_backward(fast, ref, dtype, act, shape):
+    X, W, b, slope, dY = layer_inputs(shape, dtype, "contiguous", seed=2)
+    Z = np.random.default_rng(3).standard_normal(dY.shape).astype(dtype) * 2
+    for p, key in [(0.0, 0), (0.3, KEYS[3])]:
+        expected = run_backward(ref, dY, X, W, Z, act, slope, p, key, alias="separate")
+        got = run_backward(fast, dY, X, W, Z, act, slope, p, key, alias=engine_alias(act))
+        assert_backward_close(got, expected, dY, X, W, Z, p, dtype, f"p={p}")
+
+
+@pytest.mark.parametrize("act", [spec.IDENTITY, spec.RELU, spec.PRELU])
+@pytest.mark.parametrize("alias", ["separate", "Z", "dY"])
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "transposed"])
+def test_dense_backward_aliases_and_views(fast, ref, dtype, act, alias, layout):
+    X, W, b, slope, dY = layer_inputs((40, 17, 150), dtype, layout, seed=4)
+    Z = np.random.default_rng(5).standard_normal(dY.shape).astype(dtype)
+    for p in (0.0, 0.25):
+        expected = run_backward(ref, dY, X, W, Z, act, slope, p, KEYS[2], alias="separate")
+        got = run_backward(fast, dY, X, W, Z, act, slope, p, KEYS[2], alias=alias, want_dX=False)
+        expected["dX"] = None
+        assert_backward_close(got, expected, dY, X, W, Z, p, dtype, f"dZ is {alias}, p={p}")
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_backward_propagates_non_finite(fast, ref):
+    X, W, b, slope, dY = layer_inputs((4, 3, 5), np.float32, "contiguous")
+    Z = np.ones_like(dY)
+    dY[1, 2] = np.nan
+    dY[2, 3] = np.inf
+    for act in (spec.RELU, spec.TANH):
+        got = run_backward(fast, dY, X, W, Z, act, slope, 0.0, 0, alias=engine_alias(act))
+        expected = run_backward(ref, dY, X, W, Z, act, slope, 0.0, 0, alias="separate")
+        for name in ("dZ", "db", "dW", "dX"):
+            np.testing.assert_array_equal(np.isfinite(got[name]), np.isfinite(expected[name]),
+                                          err_msg=name)
+        assert not np.isfinite(got["db"][2:4]).any()
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (1, 1000), (33, 5), (256, 300), (3, 4, 5)],
+                         ids=str)
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5, 0.9])
+def test_dropout_mask_bit_identical(fast, ref, dtype, shape, p):
+    for key in KEYS:
+        got = fast.zeros(shape, dtype)
+        expected = ref.zeros(shape, dtype)
+        fast.dropout_mask(p, key, got)
+        ref.dropout_mask(p, key, expected)
+        assert np.array_equal(fast.to_host(got), expected), (p, key)
+    if p > 0:  # the mask really drops elements at about rate p
+        big = fast.zeros((512, 512), dtype)
+        fast.dropout_mask(p, KEYS[1], big)
+        assert abs((fast.to_host(big) == 0).mean() - p) < 0.01
+
+
+def test_dropout_mask_into_a_view(fast, ref):
+    base = np.full((9, 20), 7.0, np.float32)
+    view = base[:, 3:14]
+    fast.dropout_mask(0.4, KEYS[2], view)
+    expected = np.empty((9, 11), np.float32)
+    ref.dropout_mask(0.4, KEYS[2], expected)
+    assert np.array_equal(view, expected)
+    assert (base[:, :3] == 7).all() and (base[:, 14:] == 7).all()
+
+
+@pytest.mark.parametrize("kind", [spec.OUTPUT_NONE, spec.OUTPUT_SIGMOID, spec.OUTPUT_SOFTMAX])
+@pytest.mark.parametrize("shape", [(1, 1), (7, 13), (1, 1000), (33, 5)], ids=str)
+def test_apply_output(fast, ref, dtype, kind, shape):
+    g = np.random.default_rng(6)
+    X = (g.standard_normal(shape) * 8).astype(dtype)
+    X[0, 0] = 60  # far from the others: large exponent range in one row
+    got, expected = fast.zeros(shape, dtype), ref.zeros(shape, dtype)
+    fast.apply_output(kind, X, got)
+    ref.apply_output(kind, X, expected)
+    assert_close(got, expected, dtype, f"output {kind}")
+    strided = np.repeat(X, 2, axis=1)[:, ::2]  # the same values, not contiguous
+    fast.apply_output(kind, strided, got)
+    assert_close(got, expected, dtype, f"output {kind}, strided input")
+
+
+def test_apply_output_propagates_nan(fast):
+    X = np.array([[0.0, np.nan, 1.0], [1.0, 2.0, 3.0]], np.float32)
+    out = np.empty_like(X)
+    fast.apply_output(spec.OUTPUT_SOFTMAX, X, out)
+    assert np.isnan(out[0]).all() and np.isfinite(out[1]).all()
+
+
+def test_dropout_so_small_nothing_drops(fast, ref):
+    """p below 2^-32 drops no element but still scales by 1 / (1 - p)."""
+    X, W, b, slope, dY = layer_inputs((5, 4, 6), np.float64, "contiguous")
+    p = 1e-12
+    _, Yf = run_forward(fast, X, W, b, spec.RELU, slope, p, KEYS[1], in_place=False)
+    _, Yr = run_forward(ref, X, W, b, spec.RELU, slope, p, KEYS[1], in_place=False)
+    assert_close(Yf, Yr, np.float64, "Y")
+    got = run_backward(fast, dY, X, W, Yf, spec.RELU, slope, p, KEYS[1], alias="Z")
+    expected = run_backward(ref, dY, X, W, Yf, spec.RELU, slope, p, KEYS[1], alias="separate")
+    assert_close(got["dZ"], expected["dZ"], np.float64, "dZ")
