@@ -69,3 +69,15 @@ def get_backend() -> str:
     if _selected is None:
         set_backend(os.environ.get("ENGINE_BACKEND", "auto"))
     return _selected
+
+
+def set_num_threads(n: int) -> None:
+    """Threads of the CPU backend's compiled kernels and of its BLAS, planned together."""
+    from .validation import number
+    n = number(n, "n", low=1, integer=True)
+    module("numba").set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Threads the CPU backend's compiled kernels run on."""
+    return module("numba").get_num_threads()

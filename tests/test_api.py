@@ -257,3 +257,21 @@ def test_backend_name_must_be_a_string(restore_backend):
 def test_model_runs_on_requested_backend(backend_name):
     model = engine.MLP([3, 2], backend=backend_name, seed=0)
     assert model.backend == backend_name
+
+
+def test_set_num_threads_round_trip():
+    if "numba" not in engine.available_backends():
+        pytest.skip("the numba backend cannot run here")
+    before = engine.get_num_threads()
+    try:
+        engine.set_num_threads(1)
+        assert engine.get_num_threads() == 1
+    finally:
+        engine.set_num_threads(before)
+    assert engine.get_num_threads() == before
+
+
+@pytest.mark.parametrize("bad, error", [(0, ValueError), (1.5, TypeError), ("2", TypeError)])
+def test_set_num_threads_rejects_bad_counts(bad, error):
+    with pytest.raises(error, match=r"\bn\b"):
+        engine.set_num_threads(bad)
