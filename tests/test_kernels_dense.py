@@ -229,3 +229,44 @@ def test_dropout_so_small_nothing_drops(fast, ref):
     got = run_backward(fast, dY, X, W, Yf, spec.RELU, slope, p, KEYS[1], alias="Z")
     expected = run_backward(ref, dY, X, W, Yf, spec.RELU, slope, p, KEYS[1], alias="separate")
     assert_close(got["dZ"], expected["dZ"], np.float64, "dZ")
+
+
+@pytest.fixture
+def parallel_cpu(monkeypatch):
+    """kernels.cpu with every op on its parallel (prange) kernel: the work threshold at 0.
+
+    Tests otherwise run the serial kernels only, their inputs being small."""
+    from conftest import load_backend
+
+    cpu = load_backend("cpu")
+    from kernels.cpu import dense, losses, optim
+    for module in (dense, losses, optim):
+        monkeypatch.setattr(module, "PARALLEL_MIN_WORK", 0)
+    return cpu
+
+
+@pytest.mark.parametrize("act", [spec.IDENTITY, spec.PRELU])
+def test_parallel_kernels(parallel_cpu, ref, act):
+    """float32 only: the parallel kernels are the serial ones' source with prange, and
+    compiling them is the slow part of this suite. 150 columns: several column blocks."""
+    dtype = np.float32
+    X, W, b, slope, dY = layer_inputs((40, 17, 150), dtype, "contiguous", seed=8)
+    Z = np.random.default_rng(9).standard_normal(dY.shape).astype(dtype)
+    for p, key in [(0.0, 0), (0.3, KEYS[1])]:
+        Zf, Yf = run_forward(parallel_cpu, X, W, b, act, slope, p, key, in_place=False)
+        Zr, Yr = run_forward(ref, X, W, b, act, slope, p, key, in_place=False)
+        assert_close(Zf, Zr, dtype, f"Z, p={p}")
+        assert_close(Yf, Yr, dtype, f"Y, p={p}")
+        got = run_backward(parallel_cpu, dY, X, W, Z, act, slope, p, key, alias=engine_alias(act))
+        expected = run_backward(ref, dY, X, W, Z, act, slope, p, key, alias="separate")
+        assert_backward_close(got, expected, dY, X, W, Z, p, dtype, f"p={p}")
+    if act == spec.IDENTITY:  # the other kernels of this module, once
+        got, expected = parallel_cpu.zeros((33, 70), dtype), ref.zeros((33, 70), dtype)
+        parallel_cpu.dropout_mask(0.4, KEYS[2], got)
+        ref.dropout_mask(0.4, KEYS[2], expected)
+        assert np.array_equal(got, expected)
+        logits = np.ascontiguousarray(Z[:33, :70]) * 4
+        for kind in (spec.OUTPUT_SIGMOID, spec.OUTPUT_SOFTMAX):
+            parallel_cpu.apply_output(kind, logits, got)
+            ref.apply_output(kind, logits, expected)
+            assert_close(got, expected, dtype, f"output {kind}")

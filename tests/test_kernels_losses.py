@@ -6,6 +6,7 @@ import pytest
 
 from conftest import TOLERANCES
 from kernels import spec
+from test_kernels_dense import parallel_cpu  # noqa: F401  (a fixture)
 
 REDUCTIONS = {"none": spec.NONE, "mean": spec.MEAN, "sum": spec.SUM}
 OUTPUTS = ["both", "losses", "grad", "neither"]  # which of losses/grad are given
@@ -230,3 +231,24 @@ def test_fast_exp_within_a_few_ulp(dtype):
     subnormal_step = np.finfo(dtype).smallest_subnormal
     assert np.abs(got[subnormal] - expected[subnormal]).max() <= 2 * subnormal_step
     np.testing.assert_array_equal(got[~finite], expected[~finite])
+
+
+def test_parallel_kernels(parallel_cpu, ref):
+    """The parallel (prange) loss kernels against the reference; float32 only, as in
+    test_kernels_dense.test_parallel_kernels."""
+    dtype = np.float32
+    logits = logits_for((64, 10), dtype, seed=30)
+    targets = class_targets(64, 10, seed=31, ignore_index=3, ignored=0.2)
+    args = (targets, 0.1, 3, spec.MEAN)
+    got = run_loss(parallel_cpu, "softmax_cross_entropy", logits, (64,), "both", *args)
+    expected = run_loss(ref, "softmax_cross_entropy", logits, (64,), "both", *args)
+    assert_loss_close(got, expected, dtype, "class targets")
+    distribution = np.random.default_rng(32).dirichlet(np.ones(10), 64).astype(dtype)
+    args = (distribution, 0.1, spec.NO_IGNORE, spec.SUM)
+    got = run_loss(parallel_cpu, "softmax_cross_entropy", logits, (64,), "both", *args)
+    expected = run_loss(ref, "softmax_cross_entropy", logits, (64,), "both", *args)
+    assert_loss_close(got, expected, dtype, "dense targets")
+    pred, targets = element_inputs("mse", (300, 70), dtype, seed=33)  # several blocks
+    got = run_loss(parallel_cpu, "mse", pred, pred.shape, "both", targets, spec.MEAN)
+    expected = run_loss(ref, "mse", pred, pred.shape, "both", targets, spec.MEAN)
+    assert_loss_close(got, expected, dtype, "mse")

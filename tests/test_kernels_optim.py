@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from conftest import TOLERANCES
+from test_kernels_dense import parallel_cpu  # noqa: F401  (a fixture)
 
 # Segment sizes: a large weight spanning several parallel blocks (the CPU backend's
 # blocks are 16384 elements), tiny biases, an empty segment, one starting mid-block.
@@ -149,3 +150,18 @@ def test_grad_sq_norms(fast, ref, dtype, layout, clip):
     # Sums of float64 squares of float32 values: both are exact to float64 rounding.
     np.testing.assert_allclose(fast.to_host(got), expected, rtol=1e-12, atol=0)
     assert (expected[np.diff(offsets) > 0] > 0).all()
+
+
+@pytest.mark.parametrize("name", ["sgd_nesterov", "adamw_amsgrad"])
+def test_parallel_kernels(parallel_cpu, ref, name):
+    """The parallel (prange) update and norm kernels against the reference, on the
+    layout of several blocks; float32 only, as in test_kernels_dense.test_parallel_kernels."""
+    dtype = np.float32
+    op, state_names, hyper, per_step = OPTIMIZERS[name]
+    args = (op, LAYOUTS["model"], dtype, CLIPS["clip"], state_names, hyper, per_step)
+    assert_history_close(run_steps(parallel_cpu, *args), run_steps(ref, *args), dtype, name)
+    _, grads, offsets, _, _ = flat_problem(LAYOUTS["model"], dtype, seed=2)
+    got, expected = np.zeros(len(offsets) - 1), np.zeros(len(offsets) - 1)
+    parallel_cpu.grad_sq_norms(grads[0], offsets, 0.5, got)
+    ref.grad_sq_norms(grads[0], offsets, 0.5, expected)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)  # as test_grad_sq_norms

@@ -19,11 +19,13 @@ chose nothing, so an exported value wins:
   2^28) is set only if NumPy, and so OpenBLAS, is not loaded yet; otherwise it would do
   nothing.
 * Sleeping threads cost a wake-up per parallel region: 76 us here with PASSIVE (1.5 us
-  with spinning threads, 145 us with workqueue). Kernels on fewer elements than
-  ``jit.PARALLEL_MIN_WORK`` therefore run on the calling thread alone.
+  with spinning threads, 145 us with workqueue). Ops on fewer elements than
+  ``jit.PARALLEL_MIN_WORK`` therefore run the serial compilation of their kernel, on the
+  calling thread alone (:func:`kernels.cpu.jit.serial_and_parallel`).
 
 The lead's thread planning (threadpoolctl, thread counts, that threshold) decides the
-rest; :func:`set_num_threads` sets numba's share.
+rest; :func:`set_num_threads` sets numba's threads and the BLAS's (the library the
+kernels call, :mod:`kernels.cpu.blas`) together.
 """
 import os
 import sys
@@ -53,6 +55,7 @@ def _choose_threading_layer():
 
 _choose_threading_layer()
 
+from .blas import blas_threads, set_blas_threads  # noqa: E402
 from .arrays import copy_into, empty, to_device, to_host, zeros  # noqa: E402
 from .dense import apply_output, dense_backward, dense_forward, dropout_mask  # noqa: E402
 from .losses import binary_cross_entropy, huber, mse, softmax_cross_entropy  # noqa: E402
@@ -70,9 +73,12 @@ def unavailable_reason():
 
 
 def set_num_threads(n):
-    """The number of threads of numba's parallel kernels (at most NUMBA_NUM_THREADS)."""
+    """Threads of numba's parallel kernels (at most NUMBA_NUM_THREADS) and of the BLAS
+    (where its library lets us: see :func:`blas_threads`)."""
     numba.set_num_threads(n)
+    set_blas_threads(n)
 
 
 def get_num_threads():
+    """Threads of numba's parallel kernels (:func:`blas_threads` gives the BLAS's)."""
     return numba.get_num_threads()

@@ -1,121 +1,116 @@
 """Dense layer forward/backward, dropout masks and output functions (see kernels.spec).
 
-Each op is a BLAS GEMM into the preallocated output (``np.matmul(..., out=)``, NumPy's
-OpenBLAS) plus ONE compiled pass for everything elementwise around it: bias, activation
-and dropout in the forward; dropout, activation derivative, bias and prelu gradients in
-the backward. The dropout mask is never stored: both passes hash element indices again.
+Each dense op is ONE compiled call: the GEMMs, by BLAS called from the kernel
+(:mod:`kernels.cpu.blas`), plus one pass for everything elementwise around them: bias,
+activation and dropout in the forward; dropout, activation derivative, bias and prelu
+gradients in the backward. Where the kernel cannot run the GEMMs (no BLAS bound, or an
+operand not C-contiguous) the wrapper runs them by :func:`kernels.cpu.blas.matmul` and
+the same kernel does only the elementwise pass. The dropout mask is never stored: both
+passes hash element indices again.
+
+Every kernel comes serial and parallel (:func:`kernels.cpu.jit.serial_and_parallel`);
+wrappers pass Python scalars (the cheapest to dispatch), which the kernels round to
+the dtype, and find the kernels of an activation code in a dict filled on first use.
 """
 import functools
 
 import numpy as np
-from numba import get_num_threads, prange
+from numba import prange
 
 from .. import spec
+from . import blas
 from .activations import IDENTITY, PRELU, activate, check_code, derivative, sigmoid
-from .jit import inline, kernel, launch
+from .blas import gemm_ready, matmul, ready
+from .jit import PARALLEL_MIN_WORK, inline, scalar, serial_and_parallel, thread_count
 from .losses import softmax_rows
-from .rng import keep_bit, mask_args
-from .vecmath import cast_like
-
-
-def gemm(a, b, out):
-    """``out = a @ b`` by BLAS straight into ``out``.
-
-    ``np.matmul`` hands transposed and row-strided views (a column slice of a larger
-    array) to BLAS as they are, where ``np.dot`` would copy the latter, and takes any
-    ``out``; both are equally fast here.
-    """
-    np.matmul(a, b, out=out)
-
-
-def _slope_or(slope, like):
-    # Kernels take a real array in every argument slot, so None becomes a stand-in that
-    # is never read (only prelu reads the slope).
-    return like if slope is None else slope
+from .rng import NO_DROPOUT, keep_bit, mask_args, mask_constants
+from .vecmath import cast_like, cast_to, clear
 
 
 @inline
 def _mask(dropout, index, key_lo, key_hi, threshold, scale):
-    """m / (1 - p) of element ``index``; exactly 1 (and no hashing) without dropout."""
+    """m / (1 - p) of element ``index``; exactly 1 (and no hashing) without dropout.
+    Inlined by numba: as a function of its own, LLVM left the loops calling it scalar."""
     if not dropout:
         return cast_like(1.0, scale)
     return scale if keep_bit(index, key_lo, key_hi, threshold) else cast_like(0.0, scale)
 
 
-# The loops below work on 1-D views of rows (or of row pieces): LLVM vectorises those
-# fully, where a loop indexing the 2-D array from an offset it vectorised 2-3x worse.
-# An output that is also an input is passed as the SAME view in both places: given two
-# views of one buffer, LLVM's run-time overlap check sends the loop to its scalar
-# fallback (measured 2.2-2.4x slower).
-@inline
-def _forward_row(act, dropout, z, y, write_z, b, alpha, slope, base, key_lo, key_hi, threshold,
-                 scale):
-    for j in range(z.size):
-        pre = z[j] + b[j]
-        if write_z:
-            z[j] = pre
-        # act(z) * 0 rather than 0 for a dropped element: NaN and inf stay visible, as
-        # in the reference's multiplication by the mask.
-        y[j] = (activate(act, alpha, slope[j], pre)
-                * _mask(dropout, base + j, key_lo, key_hi, threshold, scale))
+def _in_kernel(X, W, outputs):
+    """Whether the kernel may run the GEMMs of X and W itself (the common case, kept to
+    one compiled call): BLAS bound, X and W C-contiguous (views take blas.matmul, which
+    handles their strides, so no kernel is compiled again per layout) and, for an LP64
+    BLAS, sizes that fit its ints (``outputs``: the GEMMs' outputs, None skipped)."""
+    return (blas.ENABLED and X.flags.c_contiguous and W.flags.c_contiguous
+            and (blas.WIDE_INTS or blas.fits(X, W, *outputs)))
 
 
-def _has_dropout(threshold, scale):
-    # A p > 0 so small that no element drops still scales by 1 / (1 - p).
-    return threshold > 0 or scale != 1
-
-
+# The epilogue loops below work on 1-D views of rows (or of row pieces): LLVM vectorises
+# those fully, where a loop indexing the 2-D array from an offset it vectorised 2-3x
+# worse. An output that is also an input is passed as the SAME view in both places:
+# given two views of one buffer, LLVM's run-time overlap check sends the loop to its
+# scalar fallback (measured 2.2-2.4x slower).
 @functools.cache
-def _forward_kernel(act, in_place):
-    """The forward pass of one activation (``in_place``: Y is Z), compiled on first use."""
+def _forward_kernels(act, in_place):
+    """(serial, parallel) forward of one activation, ``in_place`` meaning Y is Z."""
 
-    @kernel
-    def forward_epilogue(Z, Y, b, alpha, slope, dropout, key_lo, key_hi, threshold, scale):
-        """``Z += b``; ``Y = act(Z) * m / (1 - p)`` (spec.Backend.dense_forward), rows in
-        parallel; LLVM unswitches the row loop on ``dropout``, so p = 0 hashes nothing."""
-        m = Z.shape[1]
-        for i in prange(Z.shape[0]):
-            z = Z[i]
-            _forward_row(act, dropout, z, z if in_place else Y[i], not in_place, b, alpha, slope,
-                         i * m, key_lo, key_hi, threshold, scale)
+    def build(loop):
+        def forward(X, W, Z, Y, b, alpha, slope, in_kernel, dropout, key_lo, key_hi, threshold,
+                    scale):
+            """``Z = X @ W`` by BLAS when ``in_kernel`` (else the caller computed Z), then
+            ``Z += b``; ``Y = act(Z) * m / (1 - p)`` (spec.Backend.dense_forward), by rows.
+            LLVM unswitches the row loop on ``dropout``, so p = 0 hashes nothing. Returns
+            False, having done nothing, when BLAS cannot take the operands as they are."""
+            if in_kernel:
+                if not ready(X, W, Z):
+                    return False
+                gemm_ready(X, W, Z)
+            alpha = cast_to(alpha, Z)
+            key_lo, key_hi, threshold, scale = mask_constants(key_lo, key_hi, threshold, scale, Z)
+            m = Z.shape[1]
+            for i in loop(Z.shape[0]):
+                z = Z[i]
+                y = z if in_place else Y[i]
+                for j in range(m):
+                    pre = z[j] + b[j]
+                    if not in_place:
+                        z[j] = pre
+                    # act(z) * 0 rather than 0 for a dropped element: NaN and inf stay
+                    # visible, as in the reference's multiplication by the mask.
+                    y[j] = (activate(act, alpha, slope[j], pre)
+                            * _mask(dropout, i * m + j, key_lo, key_hi, threshold, scale))
+            return True
+        return forward
 
-    return forward_epilogue
+    return serial_and_parallel(build)
+
+
+_forward = {}  # activation code -> (kernels for Y apart from Z, kernels for Y is Z)
+
+
+def _forward_pairs(act):
+    pairs = (_forward_kernels(check_code(act), False), _forward_kernels(check_code(act), True))
+    _forward[act] = pairs
+    return pairs
 
 
 def dense_forward(X, W, b, act, act_param, slope, dropout_p, key, Z, Y):
-    act = check_code(act)
-    gemm(X, W, Z)
-    key_lo, key_hi, threshold, scale = mask_args(dropout_p, key, Z.dtype)
-    launch(_forward_kernel(act, Y is Z), Z.size, Z, Y, b, Z.dtype.type(act_param),
-           _slope_or(slope, b), _has_dropout(threshold, scale), key_lo, key_hi, threshold, scale)
+    forward = (_forward.get(act) or _forward_pairs(act))[Y is Z][Z.size >= PARALLEL_MIN_WORK]
+    dropout = NO_DROPOUT if dropout_p == 0 else mask_args(dropout_p, key, Z.dtype)
+    if slope is None:
+        slope = b  # a stand-in that is never read: only prelu reads the slope
+    if not (_in_kernel(X, W, (Z,)) and forward(X, W, Z, Y, b, act_param, slope, True, *dropout)):
+        matmul(X, W, Z)
+        forward(Z, Z, Z, Y, b, act_param, slope, False, *dropout)  # X, W: unread stand-ins
 
 
-@inline
-def _backward_piece(act, dropout, dy, z, dz, write_dz, db, dslope, alpha, slope, base,
-                    key_lo, key_hi, threshold, scale):
-    zero = cast_like(0.0, scale)
-    for j in range(dy.size):
-        upstream = dy[j] * _mask(dropout, base + j, key_lo, key_hi, threshold, scale)
-        pre = z[j]
-        if act == PRELU:
-            dslope[j] += upstream * (zero if pre >= zero else pre)  # min(Z, 0), NaN kept
-        grad = upstream * derivative(act, alpha, slope[j], pre)
-        if write_dz:
-            dz[j] = grad
-        db[j] += grad
-
-
-def column_blocks(m):
-    """(width, count) of the column blocks a column reduction is parallelised over.
-
-    Whole 64-byte lines per block, and about four blocks per thread for balance; each
-    block then owns its output columns, so no thread-private partial sums are needed.
-    (Computed here rather than in the kernel: numba's get_num_threads there would keep
-    the kernel out of the disk cache.)
-    """
-    per_block = -(-m // (4 * get_num_threads()))
-    width = max(64, -(-per_block // 16) * 16)
-    return width, -(-m // width)
+@scalar
+def _column_width(m):
+    """Columns per block of a parallel column reduction: whole 64-byte lines, and about
+    four blocks per thread for balance. Each block owns its output columns, so no
+    thread-private partial sums are needed, and the result does not depend on it."""
+    per_block = -(-m // (4 * thread_count()))
+    return max(64, -(-per_block // 16) * 16)
 
 
 # What dZ is: its own array, Z (overwritten by its gradient), or dY.
@@ -123,60 +118,107 @@ DZ_SEPARATE, DZ_IS_Z, DZ_IS_DY = range(3)
 
 
 @functools.cache
-def _backward_kernel(act, dz_is):
-    """The backward pass of one activation and aliasing of dZ, compiled on first use."""
+def _backward_kernels(act, dz_is):
+    """(serial, parallel) backward of one activation and aliasing of dZ."""
 
-    @kernel
-    def backward_epilogue(dY, Z, dZ, db, dslope, alpha, slope, write_dz, width, count,
-                          dropout, key_lo, key_hi, threshold, scale):
-        """``dZ = dY * m / (1 - p) * act'(Z)``, ``db = sum_i dZ[i]`` and the prelu ``dslope``
-        (spec.Backend.dense_backward), column blocks in parallel, rows in order within a
-        block (so the column sums add in the reference's order)."""
-        n, m = dY.shape
-        for block in prange(count):
-            c0 = block * width
-            c1 = min(m, c0 + width)
-            db_block = db[c0:c1]
-            dslope_block = dslope[c0:c1]
-            slope_block = slope[c0:c1]
-            db_block[:] = 0
-            if act == PRELU:
-                dslope_block[:] = 0
-            for i in range(n):
-                dy = dY[i, c0:c1]
-                z = Z[i, c0:c1]
-                dz = z if dz_is == DZ_IS_Z else (dy if dz_is == DZ_IS_DY else dZ[i, c0:c1])
-                _backward_piece(act, dropout, dy, z, dz, write_dz, db_block, dslope_block,
-                                alpha, slope_block, i * m + c0, key_lo, key_hi, threshold, scale)
+    def build(loop):
+        parallel = loop is prange
 
-    return backward_epilogue
+        def backward(dY, X, W, Z, dZ, dW, db, dslope, dX, alpha, slope, in_kernel, want_dx,
+                     dropout, key_lo, key_hi, threshold, scale):
+            """``dZ = dY * m / (1 - p) * act'(Z)``, ``db = sum_i dZ[i]`` and the prelu
+            ``dslope`` (spec.Backend.dense_backward), by column blocks, rows in order within
+            a block (so the column sums add in the reference's order); then, when
+            ``in_kernel``, ``dW = X.T @ dZ`` and (``want_dx``) ``dX = dZ @ W.T`` by BLAS.
+            Returns whether it ran them: not without ``in_kernel``, nor when BLAS cannot
+            take the operands as they are; the caller then runs them."""
+            alpha = cast_to(alpha, Z)
+            key_lo, key_hi, threshold, scale = mask_constants(key_lo, key_hi, threshold, scale, Z)
+            zero = cast_like(0.0, scale)
+            # dZ = dY * 1 * 1 needs no writing: only its column sums are wanted.
+            write_dz = not (dz_is == DZ_IS_DY and act == IDENTITY and not dropout)
+            n, m = dY.shape
+            if parallel:
+                width = _column_width(m)
+            else:
+                width = max(m, 1)  # one block
+            for block in loop(-(-m // width)):
+                c0 = block * width
+                c1 = min(m, c0 + width)
+                db_block, dslope_block, slope_block = db[c0:c1], dslope[c0:c1], slope[c0:c1]
+                clear(db_block)
+                if act == PRELU:
+                    clear(dslope_block)
+                for i in range(n):
+                    dy = dY[i, c0:c1]
+                    z = Z[i, c0:c1]
+                    dz = z if dz_is == DZ_IS_Z else (dy if dz_is == DZ_IS_DY else dZ[i, c0:c1])
+                    base = i * m + c0
+                    for j in range(dy.size):
+                        upstream = dy[j] * _mask(dropout, base + j, key_lo, key_hi, threshold,
+                                                 scale)
+                        pre = z[j]
+                        if act == PRELU:  # min(Z, 0), NaN kept
+                            dslope_block[j] += upstream * (zero if pre >= zero else pre)
+                        grad = upstream * derivative(act, alpha, slope_block[j], pre)
+                        if write_dz:
+                            dz[j] = grad
+                        db_block[j] += grad
+            if not (in_kernel and ready(X.T, dZ, dW) and (not want_dx or ready(dZ, W.T, dX))):
+                return False
+            gemm_ready(X.T, dZ, dW)
+            if want_dx:
+                gemm_ready(dZ, W.T, dX)
+            return True
+        return backward
+
+    return serial_and_parallel(build)
+
+
+_backward = {}  # activation code -> kernels by DZ_SEPARATE, DZ_IS_Z, DZ_IS_DY
+
+
+def _backward_triples(act):
+    triple = tuple(_backward_kernels(check_code(act), dz_is) for dz_is in range(3))
+    _backward[act] = triple
+    return triple
 
 
 def dense_backward(dY, X, W, Z, act, act_param, slope, dropout_p, key, dZ, dW, db, dslope, dX):
-    act = check_code(act)
-    if act == PRELU and dslope is None:
-        dslope = np.empty_like(db)  # the kernel always writes it for prelu
-    dz_is = DZ_IS_Z if dZ is Z else (DZ_IS_DY if dZ is dY else DZ_SEPARATE)
-    # dZ = dY * 1 * 1 needs no writing: only its column sums are wanted.
-    write_dz = not (dz_is == DZ_IS_DY and act == IDENTITY and dropout_p == 0)
-    key_lo, key_hi, threshold, scale = mask_args(dropout_p, key, Z.dtype)
-    launch(_backward_kernel(act, dz_is), dY.size, dY, Z, dZ, db, _slope_or(dslope, db),
-           Z.dtype.type(act_param), _slope_or(slope, db), write_dz, *column_blocks(db.shape[0]),
-           _has_dropout(threshold, scale), key_lo, key_hi, threshold, scale)
-    gemm(X.T, dZ, dW)
-    if dX is not None:
-        gemm(dZ, W.T, dX)
+    backward = (_backward.get(act) or _backward_triples(act))[
+        DZ_IS_Z if dZ is Z else (DZ_IS_DY if dZ is dY else DZ_SEPARATE)][dY.size >= PARALLEL_MIN_WORK]
+    dropout = NO_DROPOUT if dropout_p == 0 else mask_args(dropout_p, key, Z.dtype)
+    if slope is None:
+        slope = db  # stand-ins that are never read or written (prelu has both)
+    if dslope is None:
+        dslope = np.empty_like(db) if act == PRELU else db  # prelu's kernel always writes it
+    if _in_kernel(X, W, (dZ, dW, dX)):
+        # dZ stands in for a dX given as None: one compiled kernel either way, never written.
+        done = backward(dY, X, W, Z, dZ, dW, db, dslope, dZ if dX is None else dX, act_param,
+                        slope, True, dX is not None, *dropout)
+    else:  # X, W, dW, dX: unread stand-ins
+        done = backward(dY, dZ, dZ, Z, dZ, dZ, db, dslope, dZ, act_param, slope, False, False,
+                        *dropout)
+    if not done:
+        matmul(X.T, dZ, dW)
+        if dX is not None:
+            matmul(dZ, W.T, dX)
 
 
-@kernel
-def _dropout_mask(out, key_lo, key_hi, threshold, scale):
-    """``out[i, j] = keep(i * m + j) / (1 - p)``, rows in parallel."""
-    zero = cast_like(0.0, scale)
-    m = out.shape[1]
-    for i in prange(out.shape[0]):
-        row = out[i]
-        for j in range(m):
-            row[j] = scale if keep_bit(i * m + j, key_lo, key_hi, threshold) else zero
+def _build_dropout_mask(loop):
+    def dropout_mask(out, dropout, key_lo, key_hi, threshold, scale):
+        """``out[i, j] = keep(i * m + j) / (1 - p)``, by rows."""
+        key_lo, key_hi, threshold, scale = mask_constants(key_lo, key_hi, threshold, scale, out)
+        zero = cast_like(0.0, scale)
+        m = out.shape[1]
+        for i in loop(out.shape[0]):
+            row = out[i]
+            for j in range(m):
+                row[j] = scale if keep_bit(i * m + j, key_lo, key_hi, threshold) else zero
+    return dropout_mask
+
+
+_DROPOUT_MASK = serial_and_parallel(_build_dropout_mask)
 
 
 def _as_rows(array):
@@ -190,18 +232,22 @@ def _as_rows(array):
 
 def dropout_mask(dropout_p, key, out):
     rows = _as_rows(out)
-    launch(_dropout_mask, rows.size, rows, *mask_args(dropout_p, key, out.dtype))
+    _DROPOUT_MASK[rows.size >= PARALLEL_MIN_WORK](rows, *mask_args(dropout_p, key, out.dtype))
     if not np.may_share_memory(rows, out):  # reshape had to copy a non-contiguous out
         out[...] = rows.reshape(out.shape)
 
 
-@kernel
-def _sigmoid_rows(X, out):
-    """``out = sigmoid(X)`` elementwise, rows in parallel."""
-    for i in prange(X.shape[0]):
-        x, y = X[i], out[i]
-        for j in range(x.size):
-            y[j] = sigmoid(x[j])
+def _build_sigmoid_rows(loop):
+    def sigmoid_rows(X, out):
+        """``out = sigmoid(X)`` elementwise, by rows."""
+        for i in loop(X.shape[0]):
+            x, y = X[i], out[i]
+            for j in range(x.size):
+                y[j] = sigmoid(x[j])
+    return sigmoid_rows
+
+
+_SIGMOID_ROWS = serial_and_parallel(_build_sigmoid_rows)
 
 
 def apply_output(kind, X, out):
@@ -209,7 +255,7 @@ def apply_output(kind, X, out):
         if out is not X:
             np.copyto(out, X)
     elif kind == spec.OUTPUT_SIGMOID:
-        launch(_sigmoid_rows, X.size, _as_rows(X), _as_rows(out))
+        _SIGMOID_ROWS[X.size >= PARALLEL_MIN_WORK](_as_rows(X), _as_rows(out))
     elif kind == spec.OUTPUT_SOFTMAX:
         softmax_rows(X, out)
     else:

@@ -17,8 +17,8 @@ import os
 from pathlib import Path
 
 import numba
-from numba import njit
-from numba.np.ufunc import parallel
+from numba import njit, prange
+from numba.core.cpu import CPUTargetOptions
 
 def _drop_stale_cache():
     """Delete the numba cache files of kernels/cpu when the sources differ from those
@@ -59,49 +59,72 @@ scalar = functools.partial(njit, cache=True, error_model="numpy")
 inline = functools.partial(njit, inline="always", error_model="numpy")
 """A helper inlined by numba into its caller, whose constant arguments then fold."""
 
-kernel = functools.partial(njit, parallel=True, cache=True, fastmath=set(FASTMATH),
-                           error_model="numpy")
-"""A parallel kernel (``prange`` loops)."""
-
 row_loop = functools.partial(njit, cache=True, fastmath=set(FASTMATH), error_model="numpy")
 """A serial loop over one row or block, called from kernels (and inlined there by LLVM)."""
 
+composite = functools.partial(njit, cache=True, error_model="numpy")
+"""Compiled control flow around calls, no loops to speed up (the BLAS GEMM's setup)."""
+
+# Serial kernels run without numba's reference counting (NRT) where numba allows it:
+# with it, every array argument is given a fresh MemInfo on the way in (some 60 ns
+# each, 0.5 us for an op of 9 arrays) and every row view taken in a loop is counted
+# with atomic increments (20-30 ns a row: a softmax-CE of 1024 x 10 took 68 us, 47 us
+# without). Serial kernels allocate nothing, which is all NRT is needed for; functions
+# they call count references of a null MemInfo, which NRT skips.
+_SERIAL_OPTIONS = {"_nrt": False} if hasattr(CPUTargetOptions, "_nrt") else {}
+
+
+def _parallel_kernel(function):
+    """``function`` compiled with its ``prange`` loops, and only those, in parallel.
+
+    numba's other automatic parallelisations are off: each would turn a slice assignment
+    or a NumPy call into a parallel region of its own. (A new dict each time: numba
+    empties the one it is given.)
+    """
+    parallel = dict.fromkeys(("comprehension", "reduction", "inplace_binop", "setitem", "numpy",
+                              "stencil", "fusion"), False)
+    return njit(function, parallel=parallel, cache=True, fastmath=set(FASTMATH),
+                error_model="numpy")
+
+
+def serial_and_parallel(build):
+    """``(serial, parallel)``: one kernel, written once, compiled two ways.
+
+    ``build(loop)`` returns the kernel's Python function, whose parallel loop iterates
+    over ``loop(...)`` (and which may test ``loop is prange``, a compile-time constant).
+    ``serial`` is compiled with ``range``: a plain loop, no thread pool, no reference
+    counting (see _SERIAL_OPTIONS), so it must not allocate. ``parallel`` with numba's
+    ``prange``, on its threads. Callers pick by work, ``pair[work >= PARALLEL_MIN_WORK]``:
+    a comparison in Python, where toggling numba's thread count around a kernel cost
+    2-3 us and a parfor even on one thread 0.6 us. Each compiles on its first call, so
+    a process that only runs small work never compiles the parallel one (parfors are the
+    costly part to compile); the two never share a disk-cache entry (their closures
+    differ in ``loop``).
+
+    (One kernel branching on the size between a serial loop and a prange loop, both
+    calling the loop body, costs no Python but compiled 35-60% slower: numba compiles
+    the body twice, whether inlined or linked.)
+    """
+    return (row_loop(build(range), **_SERIAL_OPTIONS), _parallel_kernel(build(prange)))
+
+
 PARALLEL_MIN_WORK = 1 << 17
-"""Elements below which a kernel runs on the calling thread alone.
+"""Elements below which a kernel runs serially (see :func:`serial_and_parallel`).
 
 Waking numba's sleeping OpenMP threads (OMP_WAIT_POLICY=PASSIVE, see kernels.cpu) cost
 76 us per parallel region on this 2-core VM, against under 1 us on one thread; a
 memory-bound pass takes about 0.3-1 ns per element on one core, so two threads pay off
-only beyond some 10^5 elements. With spinning threads (ACTIVE) the wake-up is 1.5 us
-and this could be some 10^4: the lead's thread planning owns the number."""
+only beyond some 10^5 elements. With spinning threads (ACTIVE) the wake-up is 1.5 us and
+this could be some 10^4: the lead's thread planning owns the number."""
 
+try:
+    # The thread count as parfors read it: by symbol name, so kernels stay cacheable
+    # (numba.get_num_threads in a kernel embeds an address and is never cached). Only
+    # parallel kernels may call it: loading one from the cache registers the symbol.
+    from numba.np.ufunc.parallel import _iget_num_threads as thread_count
+except ImportError:  # a numba without it: size parallel work for the default pool
+    _DEFAULT_THREADS = numba.config.NUMBA_NUM_THREADS
 
-@functools.cache
-def _thread_count_functions():
-    """(get, set) of numba's thread count for this thread.
-
-    The public functions validate and re-check the thread pool on every call (2 us for a
-    set/restore pair); the ctypes entry points they end in, bound once the pool is up,
-    take 0.6 us. Falls back to the public ones if a numba version renames them.
-    """
-    numba.get_num_threads()  # starts the pool, which binds the entry points
-    get = getattr(parallel, "_get_num_threads", None)
-    set_ = getattr(parallel, "_set_num_threads", None)
-    if callable(get) and callable(set_):
-        return get, set_
-    return numba.get_num_threads, numba.set_num_threads
-
-
-def launch(kernel, work, *args):
-    """``kernel(*args)``, on one thread when ``work`` (elements) is below PARALLEL_MIN_WORK."""
-    if work >= PARALLEL_MIN_WORK:
-        return kernel(*args)
-    get, set_ = _thread_count_functions()
-    threads = get()
-    if threads == 1:
-        return kernel(*args)
-    set_(1)
-    try:
-        return kernel(*args)
-    finally:
-        set_(threads)
+    @njit
+    def thread_count():
+        return _DEFAULT_THREADS

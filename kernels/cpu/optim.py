@@ -11,7 +11,10 @@ LLVM vectorises such a loop, flags and all, where the same loop written inline i
 kernel's block walk stayed scalar (AdamW measured at 55 GB/s against 25 GB/s).
 
 Arithmetic is in the dtype of the parameters with every constant rounded to it first,
-in the order the reference evaluates, so float32 results agree with it to rounding.
+in the order the reference evaluates, so float32 results agree with it to rounding:
+wrappers compute the constants as Python floats (the cheapest arguments to pass) and
+the kernels round them. Every kernel comes serial and parallel
+(:func:`kernels.cpu.jit.serial_and_parallel`).
 """
 import functools
 import math
@@ -19,8 +22,8 @@ import math
 import numpy as np
 from numba import prange
 
-from .jit import inline, kernel, launch, row_loop
-from .vecmath import cast_like
+from .jit import PARALLEL_MIN_WORK, inline, row_loop, scalar, serial_and_parallel
+from .vecmath import cast_like, cast_to, clear
 
 BLOCK = 16384  # elements per parallel work item: 64 KiB of float32 per buffer
 
@@ -41,8 +44,8 @@ def _decayed(g, p, clip_value, scale, decay):
 
 # ------------------------------------------------------------------- piece updates
 # Each updates the views p, g, s1, s2, s3 of one piece of one segment in place; ``c``
-# holds the optimizer's constants in the dtype (an array), ``flags`` its booleans. Unused state
-# buffers are stand-ins that are never touched.
+# holds the optimizer's constants in the dtype (a tuple), ``flags`` its booleans. Unused
+# state buffers are stand-ins that are never touched.
 @row_loop
 def _sgd(p, g, buf, unused_1, unused_2, scale, decay, clip_value, c, flags):
     """torch SGD: momentum ``buf``, dampening and nesterov as in kernels.spec."""
@@ -169,13 +172,13 @@ def _update_piece(kind, p, g, s1, s2, s3, scale, decay, clip_value, c, flags):
 
 
 # ------------------------------------------------------------------------ kernels
-@inline
+@scalar
 def _piece_end(offsets, start, stop, segment):
     """Where the piece of ``segment`` that starts at ``start`` ends within a block."""
     return min(stop, offsets[segment + 1])
 
 
-@inline
+@scalar
 def _block_start(offsets, block, n):
     """(start, stop, first segment) of a block; empty segments are skipped."""
     start = block * BLOCK
@@ -183,49 +186,46 @@ def _block_start(offsets, block, n):
 
 
 @functools.cache
-def _update_kernel(kind):
-    """The update kernel of one optimizer, compiled (and cached) on first use."""
+def _update_kernels(kind):
+    """(serial, parallel) update kernel of one optimizer."""
 
-    @kernel
-    def update(params, grads, s1, s2, s3, offsets, seg_scale, seg_decay, clip_value, c, flags):
-        """Blocks in parallel; in each, the pieces of its segments in order."""
-        n = params.size
-        for block in prange(-(-n // BLOCK)):
-            start, stop, s = _block_start(offsets, block, n)
-            while start < stop:
-                end = _piece_end(offsets, start, stop, s)
-                _update_piece(kind, params[start:end], grads[start:end], s1[start:end],
-                              s2[start:end], s3[start:end], cast_like(seg_scale[s], clip_value),
-                              cast_like(seg_decay[s], clip_value), clip_value, c, flags)
-                start = end
-                s += 1
+    def build(loop):
+        def update(params, grads, s1, s2, s3, offsets, seg_scale, seg_decay, clip_value,
+                   c0, c1, c2, c3, c4, c5, c6, c7, flags):
+            """By blocks; in each, the pieces of its segments in order. ``c0``..``c7``:
+            the optimizer's constants as floats, rounded to the dtype here."""
+            clip_value = cast_to(clip_value, params)
+            c = (cast_to(c0, params), cast_to(c1, params), cast_to(c2, params),
+                 cast_to(c3, params), cast_to(c4, params), cast_to(c5, params),
+                 cast_to(c6, params), cast_to(c7, params))
+            n = params.size
+            for block in loop(-(-n // BLOCK)):
+                start, stop, s = _block_start(offsets, block, n)
+                while start < stop:
+                    end = _piece_end(offsets, start, stop, s)
+                    _update_piece(kind, params[start:end], grads[start:end], s1[start:end],
+                                  s2[start:end], s3[start:end], cast_like(seg_scale[s], clip_value),
+                                  cast_like(seg_decay[s], clip_value), clip_value, c, flags)
+                    start = end
+                    s += 1
+        return update
 
-    return update
-
-
-def _run(kind, params, grads, state, offsets, seg_scale, seg_decay, clip_value, constants, flags):
-    """Run the kernel of ``kind``; ``state``: its state buffers, None for those unused."""
-    dtype = params.dtype.type
-    # Unused buffers are stood in for by params, never touched. (Three arguments rather
-    # than a tuple: numba 0.68 loses writes to an array unpacked from a 1-tuple inside a
-    # prange loop.)
-    s1, s2, s3 = (params if buf is None else buf for buf in (*state, None, None, None)[:3])
-    c = _constants_buffer(params.dtype)
-    c[:len(constants)] = constants  # rounded to the dtype, as the reference's scalars are
-    launch(_update_kernel(kind), params.size, params, grads, s1, s2, s3,
-           np.asarray(offsets, dtype=np.int64), np.asarray(seg_scale, dtype=np.float64),
-           np.asarray(seg_decay, dtype=np.float64), dtype(clip_value), c, flags)
+    return serial_and_parallel(build)
 
 
-@functools.cache
-def _constants_buffer(dtype):
-    """The array an optimizer's constants travel in, one per dtype and reused.
+def _run(kind, params, grads, s1, s2, s3, offsets, seg_scale, seg_decay, clip_value, constants,
+         flags):
+    """Run the kernel of ``kind`` on state buffers s1..s3 (None where unused: params,
+    never touched, stands in); ``constants``: up to 8 floats."""
+    _UPDATES[kind][params.size >= PARALLEL_MIN_WORK](
+        params, grads, params if s1 is None else s1, params if s2 is None else s2,
+        params if s3 is None else s3, np.asarray(offsets, dtype=np.int64),
+        np.asarray(seg_scale, dtype=np.float64), np.asarray(seg_decay, dtype=np.float64),
+        clip_value, *constants, *_NO_CONSTANTS[len(constants):], flags)
 
-    Not a tuple: numba 0.68 keeps a reference to a tuple of NumPy scalars passed to
-    these kernels, leaking one per call. Sharing it is safe because the kernels hold
-    the GIL (no ``nogil``) from the moment the wrapper fills it until they return.
-    """
-    return np.empty(8, dtype)
+
+_UPDATES = tuple(_update_kernels(kind) for kind in range(6))  # by kind; compiled on first call
+_NO_CONSTANTS = (0.0,) * 8
 
 
 @row_loop
@@ -238,60 +238,73 @@ def _sum_sq(grads, clip_value):
     return total
 
 
-@kernel
-def _grad_sq_norms(grads, offsets, clip_value, out):
-    """``out[s] = sum_{i in s} clip(grads[i])^2`` in float64 (spec.Backend.grad_sq_norms).
+def _build_grad_sq_norms(loop):
+    parallel = loop is prange
 
-    Block ``b`` stores the partial sum of its piece of segment ``s`` at ``b + s``: the
-    pieces of one block have consecutive segments and the next block starts at or after
-    its last one, so these slots never collide. The partials are then added in order,
-    which makes the result independent of the thread count.
-    """
-    n = grads.size
-    blocks = -(-n // BLOCK)
-    partial = np.zeros(blocks + offsets.size)  # the one allocation: a few KiB per 16M values
-    for block in prange(blocks):
-        start, stop, s = _block_start(offsets, block, n)
-        while start < stop:
-            end = _piece_end(offsets, start, stop, s)
-            partial[block + s] = _sum_sq(grads[start:end], clip_value)
-            start = end
-            s += 1
-    out[:] = 0.0
-    for block in range(blocks):
-        start, stop, s = _block_start(offsets, block, n)
-        while start < stop:
-            out[s] += partial[block + s]
-            start = _piece_end(offsets, start, stop, s)
-            s += 1
+    def grad_sq_norms(grads, offsets, clip_value, out):
+        """``out[s] = sum_{i in s} clip(grads[i])^2`` in float64 (spec.Backend.grad_sq_norms).
+
+        The pieces of one segment add in block order, whatever the threads. Serially,
+        straight into ``out``. In parallel, block ``b`` stores the partial sum of its piece
+        of segment ``s`` at ``b + s``: the pieces of one block have consecutive segments
+        and the next block starts at or after its last one, so these slots never collide;
+        the partials are then added in order. Only that path allocates (a few KiB per 16M
+        values, against a pass over them).
+        """
+        n = grads.size
+        clip_value = cast_to(clip_value, grads)
+        blocks = -(-n // BLOCK)
+        clear(out)
+        if parallel:
+            sums, stride = np.zeros(blocks + offsets.size), 1
+        else:
+            sums, stride = out, 0
+        for block in loop(blocks):
+            start, stop, s = _block_start(offsets, block, n)
+            while start < stop:
+                end = _piece_end(offsets, start, stop, s)
+                sums[block * stride + s] += _sum_sq(grads[start:end], clip_value)
+                start = end
+                s += 1
+        if parallel:
+            for block in range(blocks):
+                start, stop, s = _block_start(offsets, block, n)
+                while start < stop:
+                    out[s] += sums[block + s]
+                    start = _piece_end(offsets, start, stop, s)
+                    s += 1
+    return grad_sq_norms
+
+
+_GRAD_SQ_NORMS = serial_and_parallel(_build_grad_sq_norms)
 
 
 def grad_sq_norms(grads, offsets, clip_value, out):
-    launch(_grad_sq_norms, grads.size, grads, np.asarray(offsets, dtype=np.int64),
-           grads.dtype.type(clip_value), out)
+    _GRAD_SQ_NORMS[grads.size >= PARALLEL_MIN_WORK](grads, np.asarray(offsets, dtype=np.int64),
+                                                     clip_value, out)
 
 
 def sgd(params, grads, momentum_buf, offsets, seg_scale, seg_decay, clip_value,
         lr, momentum, dampening, nesterov, first_step):
-    _run(_SGD, params, grads, (momentum_buf,), offsets, seg_scale, seg_decay, clip_value,
+    _run(_SGD, params, grads, momentum_buf, None, None, offsets, seg_scale, seg_decay, clip_value,
          (lr, momentum, 1.0 - dampening), (momentum != 0.0, bool(nesterov), bool(first_step)))
 
 
 def adagrad(params, grads, state_sum, offsets, seg_scale, seg_decay, clip_value, lr, eps):
-    _run(_ADAGRAD, params, grads, (state_sum,), offsets, seg_scale, seg_decay, clip_value,
-         (lr, eps), ())
+    _run(_ADAGRAD, params, grads, state_sum, None, None, offsets, seg_scale, seg_decay,
+         clip_value, (lr, eps), ())
 
 
 def rmsprop(params, grads, square_avg, grad_avg, momentum_buf, offsets, seg_scale, seg_decay,
             clip_value, lr, alpha, eps, momentum, centered):
-    _run(_RMSPROP, params, grads, (square_avg, grad_avg, momentum_buf), offsets, seg_scale,
+    _run(_RMSPROP, params, grads, square_avg, grad_avg, momentum_buf, offsets, seg_scale,
          seg_decay, clip_value, (lr, alpha, 1.0 - alpha, eps, momentum),
          (bool(centered), momentum > 0.0))
 
 
 def adadelta(params, grads, square_avg, acc_delta, offsets, seg_scale, seg_decay, clip_value,
              lr, rho, eps):
-    _run(_ADADELTA, params, grads, (square_avg, acc_delta), offsets, seg_scale, seg_decay,
+    _run(_ADADELTA, params, grads, square_avg, acc_delta, None, offsets, seg_scale, seg_decay,
          clip_value, (lr, rho, 1.0 - rho, eps), ())
 
 
@@ -299,7 +312,7 @@ def adam(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, offsets, seg_scale,
          clip_value, lr, beta1, beta2, eps, step, decoupled, amsgrad):
     bias_correction1 = 1.0 - beta1**step
     bias_correction2 = 1.0 - beta2**step
-    _run(_ADAM, params, grads, (exp_avg, exp_avg_sq, max_exp_avg_sq), offsets, seg_scale,
+    _run(_ADAM, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, offsets, seg_scale,
          seg_decay, clip_value,
          (lr, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, lr / bias_correction1,
           math.sqrt(bias_correction2)),
@@ -308,7 +321,8 @@ def adam(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, offsets, seg_scale,
 
 def nadam(params, grads, exp_avg, exp_avg_sq, offsets, seg_scale, seg_decay, clip_value,
           lr, beta1, beta2, eps, step, mu, mu_next, mu_product):
-    _run(_NADAM, params, grads, (exp_avg, exp_avg_sq), offsets, seg_scale, seg_decay, clip_value,
+    _run(_NADAM, params, grads, exp_avg, exp_avg_sq, None, offsets, seg_scale, seg_decay,
+         clip_value,
          (beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, 1.0 - beta2**step,
           lr * (1.0 - mu) / (1.0 - mu_product), lr * mu_next / (1.0 - mu_product * mu_next)),
          ())

@@ -1,9 +1,9 @@
 """The dropout keep bit of :mod:`kernels.rng`, as a compiled scalar function."""
-import functools
-
 import numpy as np
+
 from .. import rng
 from .jit import scalar
+from .vecmath import cast_to
 
 # uint32 throughout, truncating after each operation: numba computes with 64-bit
 # integers, and the truncations let LLVM use 32-bit vector multiplies (the 64-bit ones
@@ -30,22 +30,29 @@ def keep_bit(index, key_lo, key_hi, threshold):
     return x >= threshold
 
 
-@functools.cache
-def _no_dropout_args(dtype):
-    one = dtype.type(1.0)
-    return np.uint32(0), np.uint32(0), np.uint32(0), one / one
+NO_DROPOUT = (False, 0, 0, 0, 1.0)
+"""mask_args for p = 0: every element kept, scale exactly 1 (and no hashing)."""
 
 
 def mask_args(dropout_p, key, dtype):
-    """(key_lo, key_hi, threshold, scale) for the compiled kernels.
+    """(dropout, key_lo, key_hi, threshold, scale) for the compiled kernels, as Python
+    scalars (the cheapest to pass); kernels convert them with :func:`mask_constants`.
 
-    ``scale = 1 / (1 - p)`` is rounded in ``dtype`` as the reference divides by it there;
-    with ``p == 0`` the threshold is 0, every element is kept and the scale is exactly 1
-    (the key is then unused and may be None).
+    ``scale = 1 / (1 - p)`` is rounded in ``dtype`` as the reference divides by it there
+    (exact as a Python float, so the kernel's cast back changes nothing); ``dropout`` is
+    False when no element can drop and the scale is 1: a p > 0 so small that nothing
+    drops still scales by 1 / (1 - p). With p = 0 the key is unused and may be None.
     """
     if dropout_p == 0:
-        return _no_dropout_args(dtype)  # the common case, without the Python arithmetic
+        return NO_DROPOUT  # the common case, without the Python arithmetic
     key_lo, key_hi = rng.split_key(int(key))
+    threshold = rng.keep_threshold(float(dropout_p))
     one = dtype.type(1.0)
-    return (np.uint32(key_lo), np.uint32(key_hi), np.uint32(rng.keep_threshold(float(dropout_p))),
-            one / dtype.type(1.0 - dropout_p))
+    scale = float(one / dtype.type(1.0 - dropout_p))
+    return threshold > 0 or scale != 1, key_lo, key_hi, threshold, scale
+
+
+@scalar
+def mask_constants(key_lo, key_hi, threshold, scale, like):
+    """The uint32 key halves and threshold, and the scale in the dtype of array ``like``."""
+    return _U32(key_lo), _U32(key_hi), _U32(threshold), cast_to(scale, like)

@@ -154,3 +154,28 @@ def _cast_like(value, like):
         target = like
         return lambda value, like: target(value)
     return None
+
+
+def cast_to(value, array):
+    """``value`` converted to the dtype of the float array ``array``.
+
+    Lets wrappers pass Python floats (the cheapest arguments to dispatch) and kernels
+    round them to the data's dtype, as the reference rounds its scalars.
+    """
+    return array.dtype.type(value)
+
+
+@overload(cast_to)
+def _cast_to(value, array):
+    if isinstance(array, types.Array) and isinstance(array.dtype, types.Float):
+        target = array.dtype
+        return lambda value, array: target(value)
+    return None
+
+
+@scalar
+def clear(row):
+    """``row[:] = 0`` for a 1-D view, as a plain loop (numba's generic slice assignment
+    compiles to several times more code)."""
+    for j in range(row.size):
+        row[j] = 0

@@ -1,0 +1,373 @@
+"""BLAS GEMM callable from compiled kernels, and the BLAS thread count.
+
+Why: so that ``dense_forward`` and ``dense_backward`` are ONE compiled call each, GEMMs
+and elementwise pass together. On small layers the calls themselves are the cost:
+each call from Python into numba unboxes its arguments (0.3-1 us), ``np.matmul`` adds
+some 0.3 us to the BLAS routine, and a backward made three calls. (Numba's own
+``np.dot`` goes through SciPy's BLAS, needs SciPy, and copies non-contiguous operands.)
+
+How: once NumPy is imported its BLAS is mapped into the process. We find it (and any
+other loaded BLAS) in ``/proc/self/maps``, NumPy's own first, take the first CBLAS gemm
+symbol of :data:`_GEMM_NAMES` it exports, and register its address with LLVM under a
+name of our own (``llvmlite.binding.add_symbol``). Compiled code calls that name through
+``numba.types.ExternalFunction``, so the address is resolved when the code is linked:
+also when numba loads it from its disk cache in a later process, where the library may
+be mapped elsewhere. Our names always have the ILP64 signature (64-bit sizes); an LP64
+BLAS is reached through a compiled trampoline that narrows them, so the cached kernels
+are the same whichever BLAS a process finds (the Python wrappers check that sizes fit
+32 bits first: :func:`fits`).
+
+Where none is found (another OS, a BLAS without CBLAS symbols), :data:`ENABLED` is
+False, our names point at a stand-in that does nothing (the kernels still link), and
+kernels.cpu.dense runs ``np.matmul`` and tells the same kernels to skip their GEMMs.
+Tests set ENABLED to False to take that path.
+"""
+import ctypes
+import os
+import re
+
+import numpy as np
+from llvmlite import binding as llvm
+from numba import cfunc, njit, types
+from numba.extending import overload
+from numba.np.numpy_support import as_dtype
+
+from .jit import composite, scalar
+
+ROW_MAJOR, COL_MAJOR = 101, 102  # CBLAS_ORDER
+NO_TRANS, TRANS = 111, 112  # CBLAS_TRANSPOSE
+
+# (symbol pattern, integer width): ILP64 names first, NumPy's (scipy-openblas) first of all.
+# ``scipy_cblas_?gemm`` is scipy-openblas32, which NumPy uses on some platforms.
+_GEMM_NAMES = (("scipy_cblas_{}gemm64_", 64), ("cblas_{}gemm64_", 64),
+               ("scipy_cblas_{}gemm", 32), ("cblas_{}gemm", 32))
+# (set, get) thread-count functions of OpenBLAS builds and of MKL, all taking/returning int.
+_THREAD_NAMES = (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+                 ("scipy_openblas_set_num_threads", "scipy_openblas_get_num_threads"),
+                 ("openblas_set_num_threads", "openblas_get_num_threads"),
+                 ("MKL_Set_Num_Threads", "MKL_Get_Max_Threads"))
+_CONFIG_NAMES = ("scipy_openblas_get_config64_", "scipy_openblas_get_config", "openblas_get_config")
+_LIBRARY_NAME = re.compile(r"(openblas|mkl|blas)[^/]*\.so", re.IGNORECASE)
+
+# The names compiled kernels call, with 64-bit sizes, bound to whatever BLAS is found.
+SYMBOLS = {np.dtype(np.float32): "fusedense_cblas_sgemm", np.dtype(np.float64): "fusedense_cblas_dgemm"}
+INT32_MAX = 2**31 - 1
+
+
+def _gemm_signature(real, size):
+    pointer = types.CPointer(real)
+    enum = types.int32
+    return types.void(enum, enum, enum, size, size, size, real, pointer, size, pointer, size, real,
+                      pointer, size)
+
+
+_SIGNATURES = {dtype: _gemm_signature(types.float32 if dtype == np.float32 else types.float64,
+                                      types.int64) for dtype in SYMBOLS}
+sgemm = types.ExternalFunction(SYMBOLS[np.dtype(np.float32)], _SIGNATURES[np.dtype(np.float32)])
+dgemm = types.ExternalFunction(SYMBOLS[np.dtype(np.float64)], _SIGNATURES[np.dtype(np.float64)])
+
+
+def loaded_libraries():
+    """Paths of the BLAS-like shared libraries mapped into this process, NumPy's first.
+
+    Empty where /proc/self/maps does not exist (not Linux).
+    """
+    try:
+        with open("/proc/self/maps") as maps:
+            lines = maps.read().splitlines()
+    except OSError:
+        return []
+    paths = []
+    for line in lines:
+        fields = line.split(maxsplit=5)
+        path = fields[5] if len(fields) == 6 else ""
+        if path.startswith("/") and _LIBRARY_NAME.search(os.path.basename(path)) and path not in paths:
+            paths.append(path)
+    numpy_root = os.path.dirname(os.path.dirname(np.__file__))
+    ours = [p for p in paths if os.path.basename(os.path.dirname(p)).startswith("numpy")
+            and p.startswith(numpy_root)]
+    return ours + [p for p in paths if p not in ours]
+
+
+def _address(library, name):
+    try:
+        return ctypes.cast(getattr(library, name), ctypes.c_void_p).value
+    except AttributeError:
+        return None
+
+
+def _reports_ilp64(library):
+    """Whether an OpenBLAS says it was built with 64-bit integers (then even its
+    unsuffixed names take them); False for other libraries."""
+    for name in _CONFIG_NAMES:
+        if _address(library, name):
+            get_config = getattr(library, name)
+            get_config.restype = ctypes.c_char_p
+            return b"USE64BITINT" in (get_config() or b"")
+    return False
+
+
+def _find_gemm(library):
+    """(pattern, integer width) of the first gemm pair ``library`` exports, or None."""
+    for pattern, width in _GEMM_NAMES:
+        if all(_address(library, pattern.format(t)) for t in "sd"):
+            if width == 32 and _reports_ilp64(library):
+                width = 64
+            return pattern, width
+    return None
+
+
+def _symbol_function(dtype, body):
+    """A compiled function of our ILP64 gemm signature for ``dtype`` that runs ``body``
+    (a compiled function of the same arguments); LLVM keeps only its address."""
+    @cfunc(_SIGNATURES[dtype])
+    def function(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+        body(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+
+    return function
+
+
+def _narrowing(dtype, name):
+    """The body of a trampoline to the LP64 gemm ``name``: sizes narrowed to int32."""
+    real = types.float32 if dtype == np.float32 else types.float64
+    narrow = types.ExternalFunction(name, _gemm_signature(real, types.int32))
+    i32 = np.int32
+
+    @njit
+    def body(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+        narrow(order, trans_a, trans_b, i32(m), i32(n), i32(k), alpha, a, i32(lda), b, i32(ldb),
+               beta, c, i32(ldc))
+
+    return body
+
+
+@njit
+def _unbound(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc):
+    """What our symbols resolve to where no BLAS was found: nothing. Kernels reference
+    them (so they link), but the wrappers then never let them run a GEMM."""
+
+
+class _Binding:
+    """The BLAS found in this process: where it is and what it exports."""
+
+    def __init__(self):
+        self.path = None  # the library the kernels call, None when no gemm was found
+        self.gemm_names = None  # its two gemm symbols
+        self.wide = True  # whether its sizes are 64-bit
+        self._functions = []  # compiled functions behind our symbols, kept alive: LLVM
+        # holds only their addresses
+        self._threads = None  # (set, get) ctypes functions, or None
+
+    def bind(self, paths):
+        """Register the first gemm pair found in ``paths`` and the thread functions."""
+        libraries = []
+        for path in paths:
+            try:
+                libraries.append((path, ctypes.CDLL(path)))
+            except OSError:
+                continue
+        self.path, self.gemm_names, self.wide = None, None, True
+        for path, library in libraries:
+            found = _find_gemm(library)
+            if found is None:
+                continue
+            pattern, width = found
+            self.path, self.wide = path, width == 64
+            self.gemm_names = tuple(pattern.format(t) for t in "sd")
+            for (dtype, symbol), name in zip(SYMBOLS.items(), self.gemm_names):
+                if self.wide:
+                    self._add_symbol(symbol, _address(library, name))
+                else:  # through a trampoline that narrows the sizes
+                    llvm.add_symbol(f"{symbol}_lp64", _address(library, name))
+                    self._add_symbol(symbol, _symbol_function(dtype, _narrowing(dtype, f"{symbol}_lp64")))
+            libraries.sort(key=lambda entry: entry[0] != path)  # its own thread functions first
+            break
+        else:
+            for dtype, symbol in SYMBOLS.items():
+                self._add_symbol(symbol, _symbol_function(dtype, _unbound))
+        self._threads = self._find_threads(libraries)
+        return self.path is not None
+
+    def _add_symbol(self, symbol, target):
+        """Point ``symbol`` at an address or at a compiled function (kept alive here)."""
+        if not isinstance(target, int):
+            self._functions.append(target)
+            target = target.address
+        llvm.add_symbol(symbol, target)
+
+    @staticmethod
+    def _find_threads(libraries):
+        for _, library in libraries:
+            for set_name, get_name in _THREAD_NAMES:
+                if _address(library, set_name) and _address(library, get_name):
+                    set_, get = getattr(library, set_name), getattr(library, get_name)
+                    set_.argtypes, set_.restype = [ctypes.c_int], None
+                    get.argtypes, get.restype = [], ctypes.c_int
+                    return set_, get
+        return None
+
+
+_binding = _Binding()
+ENABLED = False
+"""Whether kernels call BLAS themselves; else kernels.cpu.dense calls np.matmul."""
+
+WIDE_INTS = True
+"""Whether the bound BLAS takes 64-bit sizes; if not, check :func:`fits` before a call."""
+
+
+def bind(paths=None):
+    """Bind the kernels' GEMM to the first of ``paths`` (default: the loaded BLAS
+    libraries) that exports one. Done on import; calling it again affects only kernels
+    not yet compiled or loaded in this process (tests use it in a fresh process)."""
+    global ENABLED, WIDE_INTS
+    ENABLED = _binding.bind(loaded_libraries() if paths is None else paths)
+    WIDE_INTS = _binding.wide
+    return ENABLED
+
+
+bind()
+
+
+def library():
+    """Path of the BLAS library the kernels call (None: none was found)."""
+    return _binding.path
+
+
+def gemm_symbols():
+    """The (float32, float64) gemm symbols of :func:`library` the kernels call, or None."""
+    return _binding.gemm_names
+
+
+def fits(*arrays):
+    """Whether every size and stride of ``arrays`` (None: skipped) fits an LP64 BLAS's
+    32-bit ints."""
+    return all(max(a.shape, default=0) <= INT32_MAX and max(map(abs, a.strides), default=0) <= INT32_MAX
+               for a in arrays if a is not None)
+
+
+def set_blas_threads(n):
+    """Set the BLAS's thread count; False where its library offers no way to."""
+    if _binding._threads is None:
+        return False
+    _binding._threads[0](int(n))
+    return True
+
+
+def blas_threads():
+    """The BLAS's thread count, or None when unknown."""
+    if _binding._threads is None:
+        return None
+    return _binding._threads[1]()
+
+
+# ------------------------------------------------------------------ compiled GEMM
+def _call_gemm(order, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
+    """``c = a @ b`` by the bound BLAS (a typing stub: see the overload below)."""
+    raise NotImplementedError("only callable from compiled code")
+
+
+@overload(_call_gemm)
+def _call_gemm_typed(order, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
+    real = c.dtype
+    gemm = sgemm if real == types.float32 else (dgemm if real == types.float64 else None)
+    if gemm is None:
+        return None
+    one, zero, enum = as_dtype(real).type(1.0), as_dtype(real).type(0.0), np.int32
+
+    def impl(order, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
+        gemm(enum(order), enum(trans_a), enum(trans_b), m, n, k, one, a.ctypes, lda, b.ctypes,
+             ldb, zero, c.ctypes, ldc)
+    return impl
+
+
+@scalar
+def _orientation(A):
+    """(row major, leading dimension) of a 2-D array as BLAS sees it: leading dimension 0
+    when its strides fit neither order (negative, zero or element strides: copy it).
+
+    A dimension of 1 puts no constraint on its stride, whatever numpy left there.
+    """
+    rows, cols = A.shape
+    item = A.itemsize
+    row_stride, col_stride = A.strides
+    if cols <= 1 or col_stride == item:
+        ld = row_stride // item if rows > 1 else cols
+        if ld >= max(1, cols) and (rows <= 1 or row_stride % item == 0):
+            return True, ld
+    if rows <= 1 or row_stride == item:
+        ld = col_stride // item if cols > 1 else rows
+        if ld >= max(1, rows) and (cols <= 1 or col_stride % item == 0):
+            return False, ld
+    return True, 0
+
+
+@scalar
+def _overlap(A, C):
+    """Whether the memory spans of A and C intersect (BLAS must not read what it writes)."""
+    a0, c0 = A.ctypes.data, C.ctypes.data
+    a1 = a0 + (A.shape[0] - 1) * A.strides[0] + (A.shape[1] - 1) * A.strides[1] + A.itemsize
+    c1 = c0 + (C.shape[0] - 1) * C.strides[0] + (C.shape[1] - 1) * C.strides[1] + C.itemsize
+    return min(a0, a1) < max(c0, c1) and min(c0, c1) < max(a0, a1)
+
+
+@scalar
+def _usable(A, C):
+    """Whether A can be handed to BLAS as it is when C is the output."""
+    return _orientation(A)[1] > 0 and not _overlap(A, C)
+
+
+@scalar
+def ready(A, B, C):
+    """Whether :func:`gemm_ready` can compute ``C = A @ B`` on these arrays as they are:
+    strides BLAS takes, inputs apart from C, and a sum that is not empty."""
+    return A.shape[1] > 0 and _usable(A, C) and _usable(B, C) and _orientation(C)[1] > 0
+
+
+@composite
+def gemm_ready(A, B, C):
+    """``C = A @ B`` where :func:`ready` holds: what kernels call (the code they link in
+    stays this small; :func:`gemm` handles the rest).
+
+    BLAS takes each matrix as row or column major with a leading dimension: the order of
+    the call is C's, and an operand stored the other way is passed transposed.
+    """
+    m, k = A.shape
+    n = B.shape[1]
+    c_rows, ldc = _orientation(C)
+    a_rows, lda = _orientation(A)
+    b_rows, ldb = _orientation(B)
+    trans_a = NO_TRANS if a_rows == c_rows else TRANS
+    trans_b = NO_TRANS if b_rows == c_rows else TRANS
+    _call_gemm(ROW_MAJOR if c_rows else COL_MAJOR, trans_a, trans_b, m, n, k, A, lda, B, ldb, C, ldc)
+
+
+@composite
+def gemm(A, B, C):
+    """``C = A @ B`` (2-D, one float dtype) by the bound BLAS, as np.matmul computes it:
+    any strides, no work for an empty C, zeros for an empty sum.
+
+    Operands BLAS cannot take as they are (strides it has no parameter for, or memory
+    it would read while writing C) are copied first; an output it cannot take is
+    computed into a scratch and copied in. Runs a GEMM only where :data:`ENABLED`.
+    """
+    if C.size == 0:
+        return
+    if A.shape[1] == 0:
+        C[:] = 0
+        return
+    a = A if _usable(A, C) else A.copy()
+    b = B if _usable(B, C) else B.copy()
+    direct = _orientation(C)[1] > 0
+    c = C if direct else np.empty(C.shape, C.dtype)
+    gemm_ready(a, b, c)
+    if not direct:
+        C[:] = c
+
+
+def matmul(A, B, C):
+    """``C = A @ B`` from Python: by :func:`gemm` where BLAS is bound (and, LP64, the
+    sizes fit its ints), else by np.matmul, NumPy's own BLAS."""
+    if ENABLED and (WIDE_INTS or fits(A, B, C)):
+        gemm(A, B, C)
+    else:
+        np.matmul(A, B, out=C)
