@@ -13,6 +13,7 @@ import pytest
 
 import kernels.reference as ref
 from kernels import rng, spec
+from finite_differences import central_diff
 
 ALL_ACTS = list(range(12))
 ACT_NAMES = ["identity", "relu", "leaky_relu", "elu", "selu", "gelu", "gelu_tanh", "silu",
@@ -27,7 +28,6 @@ ACT_PARAM = {spec.LEAKY_RELU: 0.07, spec.ELU: 1.3}
 # ~ 1e-12 and rounding error ~ |f| * 1e-16 / EPS ~ 1e-10 * |f| (|f| <= ~50 here), so
 # 1e-6 relative plus 1e-7 absolute leaves a wide margin while any wrong derivative
 # (wrong constant, wrong branch, missing mask) is off by orders of magnitude more.
-EPS = 1e-6
 FD_RTOL = 1e-6
 FD_ATOL = 1e-7
 
@@ -40,22 +40,6 @@ VAL_ATOL = 1e-14
 # Distance every pre-activation keeps from the kink at 0 of the relu family (and of
 # elu/selu's second derivative), far larger than the EPS * |W| shifts FD makes.
 KINK_MARGIN = 1e-2
-
-
-def central_diff(f, x):
-    """Numerical gradient of the scalar f() w.r.t. the array x, perturbed in place."""
-    flat = x.reshape(-1)
-    assert np.shares_memory(flat, x)  # perturbations must reach the array f reads
-    grad = np.empty(flat.shape, dtype=np.float64)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + EPS
-        f_plus = f()
-        flat[i] = old - EPS
-        f_minus = f()
-        flat[i] = old
-        grad[i] = (f_plus - f_minus) / (2 * EPS)
-    return grad.reshape(x.shape)
 
 
 def assert_grad(analytic, numeric, what):

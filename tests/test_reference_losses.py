@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 import kernels.reference as ref
 from kernels import spec
+from finite_differences import central_diff
 
 REDUCTIONS = [spec.NONE, spec.MEAN, spec.SUM]
 RED_IDS = ["none", "mean", "sum"]
@@ -19,7 +20,6 @@ RED_IDS = ["none", "mean", "sum"]
 # rounding ~ |f| 1e-16 / EPS ~ 1e-10 |f| with |f| <= ~100 here, so 1e-6 relative plus
 # 1e-7 absolute is safe while wrong gradients (missing smoothing term, wrong count,
 # un-ignored row) are off by > 1e-3.
-EPS = 1e-6
 FD_RTOL = 1e-6
 FD_ATOL = 1e-7
 
@@ -30,21 +30,6 @@ VAL_RTOL = 1e-12
 VAL_ATOL = 1e-12
 
 HYP = settings(max_examples=40, deadline=None)
-
-
-def central_diff(f, x):
-    flat = x.reshape(-1)
-    assert np.shares_memory(flat, x)
-    grad = np.empty(flat.shape)
-    for i in range(flat.size):
-        old = flat[i]
-        flat[i] = old + EPS
-        f_plus = f()
-        flat[i] = old - EPS
-        f_minus = f()
-        flat[i] = old
-        grad[i] = (f_plus - f_minus) / (2 * EPS)
-    return grad.reshape(x.shape)
 
 
 def reduce_expected(per_sample, count, reduction):
