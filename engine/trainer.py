@@ -195,7 +195,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
             logs = {"loss": total / count, **{m.name: m.compute() for m in self.metrics}}
             if validation is not None:
-                logs.update({f"val_{name}": value for name, value in self.evaluate(*validation).items()})
+                logs.update({f"val_{name}": value for name, value in self._evaluate_checked(*validation).items()})
             bar.set_postfix({name: f"{value:.4f}" for name, value in logs.items()}, refresh=True)
         return logs
 
@@ -204,6 +204,10 @@ class Trainer:
         """{"loss": ..., <metric>: ...} over all of (X, y), without dropout."""
         X, y = self._check_data(X, y)
         batch_size = _EVAL_BATCH if batch_size is None else number(batch_size, "batch_size", low=1, integer=True)
+        return self._evaluate_checked(X, y, batch_size)
+
+    def _evaluate_checked(self, X, y, batch_size=_EVAL_BATCH):
+        """evaluate() on data _check_data has already checked and cast."""
         model, k = self.model, self.model._k
         metrics = [copy.deepcopy(m) for m in self.metrics]
         for m in metrics:
