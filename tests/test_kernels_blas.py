@@ -1,6 +1,7 @@
 """The CPU backend's BLAS binding (kernels.cpu.blas): its GEMM against NumPy on every
 layout it takes or copies, the dense ops on it and on the np.matmul fallback, the BLAS
-thread count, and binding other libraries (none, an LP64 one) in a fresh process."""
+thread count, binding other libraries (none, an LP64 one, MKL for large GEMMs) in a
+fresh process, and the choice ENGINE_BLAS makes."""
 import glob
 import os
 import subprocess
@@ -17,8 +18,10 @@ from test_kernels_dense import (ACT_PARAM, KEYS, assert_backward_close, assert_c
                                 assert_sum_close, layer_inputs, run_backward, run_forward)
 
 ROOT = Path(__file__).resolve().parent.parent
-# (m, k, n) of C (m, n) = A (m, k) @ B (k, n): single elements, vectors, odd sizes, S's layer.
-SHAPES = [(1, 1, 1), (1, 5, 1), (3, 1, 4), (5, 4, 1), (7, 13, 5), (33, 21, 19), (64, 64, 128)]
+# (m, k, n) of C (m, n) = A (m, k) @ B (k, n): single elements, vectors, odd sizes, S's
+# layer, and one odd shape past LARGE_GEMM_WORK (MKL's, where it is installed).
+SHAPES = [(1, 1, 1), (1, 5, 1), (3, 1, 4), (5, 4, 1), (7, 13, 5), (33, 21, 19), (64, 64, 128),
+          (67, 71, 59)]
 
 
 @pytest.fixture
@@ -28,6 +31,13 @@ def blas():
     if not blas.ENABLED:
         pytest.skip("no BLAS with CBLAS gemm symbols was found in this process")
     return blas
+
+
+def numpy_makes_the_call(blas, m, k, n):
+    """Whether a GEMM of these sizes goes to NumPy's own BLAS (not to MKL), so that
+    np.matmul, making the same cblas call, gives the very same numbers."""
+    from kernels.cpu.mkl import LARGE_GEMM_WORK
+    return min(m, k, n) > 1 and (m * k * n < LARGE_GEMM_WORK or blas.large_library() == blas.library())
 
 
 def laid_out(values, layout):
@@ -80,7 +90,7 @@ def test_gemm_on_every_input_layout(blas, dtype, layout_a, layout_b):
         C = np.full((shape[0], shape[2]), np.nan, dtype)
         blas.gemm(A, B, C)
         assert_gemm_close(C, a, b, dtype, f"{shape} {layout_a} @ {layout_b}")
-        if layout_a == layout_b == "contiguous" and min(shape) > 1:
+        if layout_a == layout_b == "contiguous" and numpy_makes_the_call(blas, *shape):
             # The very call np.matmul makes (cblas gemm, row major, no transpose), so the
             # very same numbers; with a dimension of 1 NumPy calls gemv or dot instead.
             np.testing.assert_array_equal(C, np.matmul(a, b), err_msg=str(shape))
@@ -162,7 +172,8 @@ def test_dense_ops_on_kernel_blas_and_on_numpy_agree(blas, ref, dtype, act, layo
     reference."""
     cpu = load_backend("cpu")
     alias = "dY" if act == spec.IDENTITY else "Z"  # as engine.model passes dZ
-    for shape in [(1, 1, 1), (7, 13, 5), (33, 5, 17), (1, 1000, 3), (5, 1, 6), (64, 24, 130)]:
+    for shape in [(1, 1, 1), (7, 13, 5), (33, 5, 17), (1, 1000, 3), (5, 1, 6), (64, 24, 130),
+                  (65, 66, 67)]:
         X, W, b, slope, dY = layer_inputs(shape, dtype, layout, seed=5)
         inputs = (X, W, b, slope, dY, np.random.default_rng(6).standard_normal(dY.shape).astype(dtype))
         for p in (0.0, 0.3):
@@ -176,7 +187,7 @@ def test_dense_ops_on_kernel_blas_and_on_numpy_agree(blas, ref, dtype, act, layo
                 assert_close(got["Y"], expected["Y"], dtype, f"Y, {context}")
                 assert_close(got["Z"], expected["Z"], dtype, f"Z, {context}")
                 assert_backward_close(got, expected, dY, X, W, inputs[-1], p, dtype, context)
-            if min(shape) > 1:
+            if numpy_makes_the_call(blas, *shape):
                 # Then np.matmul makes the very cblas calls the kernels make (see
                 # test_gemm_on_every_input_layout): the same numbers. With a dimension of 1
                 # NumPy calls gemv or dot, which sum in another order.
@@ -214,6 +225,7 @@ def run_fresh(*parts):
 # The GEMMs of a layer through every op, against NumPy's in the child process, each
 # entry to TOLERANCES of the sum of its terms' magnitudes (see assert_gemm_close).
 CHECK_LAYER = f"""
+    import itertools
     import numpy as np
     import kernels.cpu as cpu
     from kernels import spec
@@ -226,18 +238,20 @@ CHECK_LAYER = f"""
         assert (np.abs(C - exact) <= bound).all(), np.abs(C - exact).max()
 
     g = np.random.default_rng(0)
-    for dtype in (np.float32, np.float64):
-        X = g.standard_normal((33, 21)).astype(dtype)
-        W = g.standard_normal((21, 19)).astype(dtype)
-        Z, Y = np.empty((33, 19), dtype), np.empty((33, 19), dtype)
-        cpu.dense_forward(X, W, np.zeros(19, dtype), spec.RELU, {ACT_PARAM}, None, 0.0, 0, Z, Y)
+    # a small layer, and one past LARGE_GEMM_WORK multiply-adds
+    for (rows, fan_in, fan_out), dtype in itertools.product([(33, 21, 19), (70, 80, 60)],
+                                                            (np.float32, np.float64)):
+        X = g.standard_normal((rows, fan_in)).astype(dtype)
+        W = g.standard_normal((fan_in, fan_out)).astype(dtype)
+        Z, Y = np.empty((rows, fan_out), dtype), np.empty((rows, fan_out), dtype)
+        cpu.dense_forward(X, W, np.zeros(fan_out, dtype), spec.RELU, {ACT_PARAM}, None, 0.0, 0, Z, Y)
         check(Z, X, W)
-        dY = g.standard_normal((33, 19)).astype(dtype)
-        dW, db, dX = np.empty_like(W), np.empty(19, dtype), np.empty_like(X)
+        dY = g.standard_normal((rows, fan_out)).astype(dtype)
+        dW, db, dX = np.empty_like(W), np.empty(fan_out, dtype), np.empty_like(X)
         cpu.dense_backward(dY, X, W, Z, spec.IDENTITY, 0.0, None, 0.0, 0, dY, dW, db, None, dX)
         check(dW, X.T, dY)
         check(dX, dY, W.T)
-        C = np.empty((19, 33), dtype).T
+        C = np.empty((fan_out, rows), dtype).T
         cpu.blas.matmul(X[::-1][::-1], W, C)
         check(C, X, W)
 """
@@ -267,3 +281,69 @@ def test_lp64_blas_through_the_narrowing_trampoline(blas):
         print(blas.gemm_symbols())
     """, CHECK_LAYER)
     assert "scipy_cblas_sgemm" in out and "64_" not in out
+
+
+def mkl_library():
+    from kernels.cpu import mkl
+    path = mkl.installed_library()
+    if path is None:
+        pytest.skip('MKL is not installed (pip install "fusedense[mkl]")')
+    return path
+
+
+def test_mkl_takes_the_large_gemms(blas):
+    """MKL's ILP64 gemm for large GEMMs, NumPy's BLAS for the rest, each checked."""
+    path = mkl_library()
+    out = run_fresh(f"""
+        from kernels.cpu import blas
+        assert blas.bind(large={path!r}) and blas.WIDE_INTS
+        assert blas.library() != blas.large_library() == {path!r}
+        print(blas.large_gemm_symbols())
+    """, CHECK_LAYER)
+    assert "cblas_sgemm_64" in out
+
+
+ENVIRONMENT = """
+    import os
+    import kernels.cpu as cpu
+    print(cpu.blas.large_library(), os.environ.get("MKL_THREADING_LAYER"),
+          os.environ.get("GOMP_SPINCOUNT"), os.environ.get("OMP_WAIT_POLICY"))
+"""
+
+
+def run_with_blas_choice(choice):
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MKL_THREADING_LAYER", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    env["ENGINE_BLAS"] = choice
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(ENVIRONMENT)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_engine_blas_numpy_keeps_numpys_blas_and_sleeping_threads(blas):
+    result = run_with_blas_choice("numpy")
+    assert result.returncode == 0, result.stderr[-3000:]
+    large, layer, spin, policy = result.stdout.split()
+    assert "mkl" not in large.lower() and (layer, spin, policy) == ("None", "None", "PASSIVE")
+
+
+def test_engine_blas_mkl_shares_one_spinning_gnu_pool(blas):
+    path = mkl_library()
+    result = run_with_blas_choice("mkl")
+    assert result.returncode == 0, result.stderr[-3000:]
+    from kernels.cpu.mkl import SPIN_COUNT
+    assert result.stdout.split() == [path, "GNU", SPIN_COUNT, "None"]
+
+
+def test_engine_blas_rejects_an_unknown_choice(blas):
+    result = run_with_blas_choice("atlas")
+    assert result.returncode != 0 and "ENGINE_BLAS must be one of auto, mkl, numpy" in result.stderr
+
+
+def test_engine_blas_mkl_without_mkl_says_how_to_install(monkeypatch):
+    from kernels.cpu import mkl
+    monkeypatch.setenv("ENGINE_BLAS", "mkl")
+    monkeypatch.setattr(mkl, "installed_library", lambda: None)
+    with pytest.raises(ImportError, match=r'pip install "fusedense\[mkl\]"'):
+        mkl.chosen_library()
+    monkeypatch.setenv("ENGINE_BLAS", "auto")
+    assert mkl.chosen_library() is None  # auto: NumPy's BLAS, quietly

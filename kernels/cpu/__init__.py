@@ -5,16 +5,19 @@ Importing it raises ImportError where numba is missing. Kernels compile on first
 lets the loops specialise) and are cached on disk, so later processes load them; see
 :mod:`kernels.cpu.jit` for the options every kernel shares.
 
-Threads. A GEMM runs on OpenBLAS's threads and the fused passes around it on numba's;
+Threads. A GEMM runs on the BLAS's threads and the fused passes around it on numba's;
 with as many threads as cores, whichever pool is idle must not spin, or the other waits
 for cores (measured here: a step 14x slower). What this module can do, it does before
 numba starts its threads; all of it by ``os.environ.setdefault`` or only where the user
 chose nothing, so an exported value wins:
 
-* numba's threading layer is OpenMP when available (``workqueue`` otherwise), and
-  ``OMP_WAIT_POLICY=PASSIVE`` puts its threads to sleep after each parallel region.
-  libgomp reads it when first loaded, which is when numba loads it, unless another
-  library loaded libgomp earlier.
+* numba's threading layer is OpenMP when available (``workqueue`` otherwise).
+* With MKL installed (``pip install "fusedense[mkl]"``, see :mod:`kernels.cpu.mkl`), the
+  large GEMMs run on MKL's GNU OpenMP layer: the same libgomp pool as numba's, whose
+  threads spin briefly between regions (``GOMP_SPINCOUNT``), as one pool can.
+* Otherwise NumPy's OpenBLAS has a pool of its own, and ``OMP_WAIT_POLICY=PASSIVE`` puts
+  numba's threads to sleep after each parallel region. libgomp reads these when first
+  loaded, which is when numba loads it, unless another library loaded libgomp earlier.
 * ``OPENBLAS_THREAD_TIMEOUT=4`` (2^4 cycles, OpenBLAS's minimum, against a default of
   2^28) is set only if NumPy, and so OpenBLAS, is not loaded yet; otherwise it would do
   nothing.
@@ -23,18 +26,21 @@ chose nothing, so an exported value wins:
   ``jit.PARALLEL_MIN_WORK`` therefore run the serial compilation of their kernel, on the
   calling thread alone (:func:`kernels.cpu.jit.serial_and_parallel`).
 
-The lead's thread planning (threadpoolctl, thread counts, that threshold) decides the
-rest; :func:`set_num_threads` sets numba's threads and the BLAS's (the library the
-kernels call, :mod:`kernels.cpu.blas`) together.
+:func:`set_num_threads` sets numba's threads and the BLAS's (each library the kernels
+call, :mod:`kernels.cpu.blas`) together.
 """
 import os
 import sys
 
 _MIN_NUMBA = (0, 59)
 
+from . import mkl  # noqa: E402  (imports neither NumPy nor numba)
+
 if "numpy" not in sys.modules:
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
-if "numba.np.ufunc.omppool" not in sys.modules:
+if mkl.chosen_library():
+    mkl.prepare_threads()
+elif "numba.np.ufunc.omppool" not in sys.modules:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 try:

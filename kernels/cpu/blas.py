@@ -17,6 +17,12 @@ BLAS is reached through a compiled trampoline that narrows them, so the cached k
 are the same whichever BLAS a process finds (the Python wrappers check that sizes fit
 32 bits first: :func:`fits`).
 
+Two libraries: GEMMs of at least :data:`kernels.cpu.mkl.LARGE_GEMM_WORK` multiply-adds
+call a second set of our names, bound to MKL where kernels.cpu.mkl chooses it (faster on
+large GEMMs, slower on small ones) and otherwise to the same library as the rest. The
+threshold is OpenBLAS's own for going multi-threaded, so NumPy's BLAS is left only the
+GEMMs it runs on the calling thread, and no second thread pool wakes during a step.
+
 Where none is found (another OS, a BLAS without CBLAS symbols), :data:`ENABLED` is
 False, our names point at a stand-in that does nothing (the kernels still link), and
 kernels.cpu.dense runs ``np.matmul`` and tells the same kernels to skip their GEMMs.
@@ -33,13 +39,15 @@ from numba.extending import overload
 from numba.np.numpy_support import as_dtype
 
 from .jit import composite, scalar
+from .mkl import LARGE_GEMM_WORK, chosen_library
 
 ROW_MAJOR, COL_MAJOR = 101, 102  # CBLAS_ORDER
 NO_TRANS, TRANS = 111, 112  # CBLAS_TRANSPOSE
 
 # (symbol pattern, integer width): ILP64 names first, NumPy's (scipy-openblas) first of all.
 # ``scipy_cblas_?gemm`` is scipy-openblas32, which NumPy uses on some platforms.
-_GEMM_NAMES = (("scipy_cblas_{}gemm64_", 64), ("cblas_{}gemm64_", 64),
+# ``cblas_?gemm_64`` is the ILP64 interface of MKL (2024 and later) beside its LP64 one.
+_GEMM_NAMES = (("scipy_cblas_{}gemm64_", 64), ("cblas_{}gemm64_", 64), ("cblas_{}gemm_64", 64),
                ("scipy_cblas_{}gemm", 32), ("cblas_{}gemm", 32))
 # (set, get) thread-count functions of OpenBLAS builds and of MKL, all taking/returning int.
 _THREAD_NAMES = (("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
@@ -51,6 +59,7 @@ _LIBRARY_NAME = re.compile(r"(openblas|mkl|blas)[^/]*\.so", re.IGNORECASE)
 
 # The names compiled kernels call, with 64-bit sizes, bound to whatever BLAS is found.
 SYMBOLS = {np.dtype(np.float32): "fusedense_cblas_sgemm", np.dtype(np.float64): "fusedense_cblas_dgemm"}
+LARGE_SYMBOLS = {dtype: f"{name}_large" for dtype, name in SYMBOLS.items()}
 INT32_MAX = 2**31 - 1
 
 
@@ -63,8 +72,11 @@ def _gemm_signature(real, size):
 
 _SIGNATURES = {dtype: _gemm_signature(types.float32 if dtype == np.float32 else types.float64,
                                       types.int64) for dtype in SYMBOLS}
-sgemm = types.ExternalFunction(SYMBOLS[np.dtype(np.float32)], _SIGNATURES[np.dtype(np.float32)])
-dgemm = types.ExternalFunction(SYMBOLS[np.dtype(np.float64)], _SIGNATURES[np.dtype(np.float64)])
+# (small, large) ExternalFunctions, by numba float type
+_GEMMS = {real: tuple(types.ExternalFunction(symbols[np.dtype(as_dtype(real))],
+                                             _SIGNATURES[np.dtype(as_dtype(real))])
+                      for symbols in (SYMBOLS, LARGE_SYMBOLS))
+          for real in (types.float32, types.float64)}
 
 
 def loaded_libraries():
@@ -148,45 +160,61 @@ def _unbound(order, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, l
 
 
 class _Binding:
-    """The BLAS found in this process: where it is and what it exports."""
+    """The BLAS libraries found for this process: where they are and what they export."""
 
     def __init__(self):
-        self.path = None  # the library the kernels call, None when no gemm was found
+        self.path = None  # the library of the kernels' GEMMs, None when no gemm was found
         self.gemm_names = None  # its two gemm symbols
-        self.wide = True  # whether its sizes are 64-bit
+        self.large_path = None  # the library of the large GEMMs (often the same)
+        self.large_names = None
+        self.wide = True  # whether the sizes of both are 64-bit
         self._functions = []  # compiled functions behind our symbols, kept alive: LLVM
         # holds only their addresses
-        self._threads = None  # (set, get) ctypes functions, or None
+        self._threads = []  # (set, get) ctypes functions of each library bound
 
-    def bind(self, paths):
-        """Register the first gemm pair found in ``paths`` and the thread functions."""
-        libraries = []
+    def bind(self, paths, large=None):
+        """Register the first gemm pair found in ``paths``, and ``large``'s (default: the
+        same) for GEMMs of at least LARGE_GEMM_WORK multiply-adds; their thread functions."""
+        found = self._first_gemm(paths)
+        if found is None:
+            self.path, self.gemm_names, self.large_path, self.large_names = None, None, None, None
+            self.wide, self._threads = True, []
+            for dtype in SYMBOLS:
+                for symbols in (SYMBOLS, LARGE_SYMBOLS):
+                    self._add_symbol(symbols[dtype], _symbol_function(dtype, _unbound))
+            return False
+        large_found = (self._first_gemm([large]) if large else None) or found
+        self.path, self.gemm_names, wide = self._bind_pair(SYMBOLS, *found)
+        self.large_path, self.large_names, large_wide = self._bind_pair(LARGE_SYMBOLS, *large_found)
+        self.wide = wide and large_wide
+        libraries = [found[1]] if large_found is found else [large_found[1], found[1]]
+        self._threads = [t for t in map(self._thread_functions, libraries) if t is not None]
+        return True
+
+    @staticmethod
+    def _first_gemm(paths):
+        """(path, library, pattern, integer width) of the first of ``paths`` exporting a
+        gemm pair, or None."""
         for path in paths:
             try:
-                libraries.append((path, ctypes.CDLL(path)))
+                library = ctypes.CDLL(path)
             except OSError:
                 continue
-        self.path, self.gemm_names, self.wide = None, None, True
-        for path, library in libraries:
             found = _find_gemm(library)
-            if found is None:
-                continue
-            pattern, width = found
-            self.path, self.wide = path, width == 64
-            self.gemm_names = tuple(pattern.format(t) for t in "sd")
-            for (dtype, symbol), name in zip(SYMBOLS.items(), self.gemm_names):
-                if self.wide:
-                    self._add_symbol(symbol, _address(library, name))
-                else:  # through a trampoline that narrows the sizes
-                    llvm.add_symbol(f"{symbol}_lp64", _address(library, name))
-                    self._add_symbol(symbol, _symbol_function(dtype, _narrowing(dtype, f"{symbol}_lp64")))
-            libraries.sort(key=lambda entry: entry[0] != path)  # its own thread functions first
-            break
-        else:
-            for dtype, symbol in SYMBOLS.items():
-                self._add_symbol(symbol, _symbol_function(dtype, _unbound))
-        self._threads = self._find_threads(libraries)
-        return self.path is not None
+            if found is not None:
+                return (path, library) + found
+        return None
+
+    def _bind_pair(self, symbols, path, library, pattern, width):
+        """Point ``symbols`` (ours, by dtype) at ``library``'s gemm pair; (path, names, wide)."""
+        names = tuple(pattern.format(t) for t in "sd")
+        for (dtype, symbol), name in zip(symbols.items(), names):
+            if width == 64:
+                self._add_symbol(symbol, _address(library, name))
+            else:  # through a trampoline that narrows the sizes
+                llvm.add_symbol(f"{symbol}_lp64", _address(library, name))
+                self._add_symbol(symbol, _symbol_function(dtype, _narrowing(dtype, f"{symbol}_lp64")))
+        return path, names, width == 64
 
     def _add_symbol(self, symbol, target):
         """Point ``symbol`` at an address or at a compiled function (kept alive here)."""
@@ -196,14 +224,13 @@ class _Binding:
         llvm.add_symbol(symbol, target)
 
     @staticmethod
-    def _find_threads(libraries):
-        for _, library in libraries:
-            for set_name, get_name in _THREAD_NAMES:
-                if _address(library, set_name) and _address(library, get_name):
-                    set_, get = getattr(library, set_name), getattr(library, get_name)
-                    set_.argtypes, set_.restype = [ctypes.c_int], None
-                    get.argtypes, get.restype = [], ctypes.c_int
-                    return set_, get
+    def _thread_functions(library):
+        for set_name, get_name in _THREAD_NAMES:
+            if _address(library, set_name) and _address(library, get_name):
+                set_, get = getattr(library, set_name), getattr(library, get_name)
+                set_.argtypes, set_.restype = [ctypes.c_int], None
+                get.argtypes, get.restype = [], ctypes.c_int
+                return set_, get
         return None
 
 
@@ -215,17 +242,20 @@ WIDE_INTS = True
 """Whether the bound BLAS takes 64-bit sizes; if not, check :func:`fits` before a call."""
 
 
-def bind(paths=None):
-    """Bind the kernels' GEMM to the first of ``paths`` (default: the loaded BLAS
-    libraries) that exports one. Done on import; calling it again affects only kernels
-    not yet compiled or loaded in this process (tests use it in a fresh process)."""
+def bind(paths=None, large=None):
+    """Bind the kernels' GEMMs to the first of ``paths`` (default: the loaded BLAS
+    libraries, NumPy's first) that exports one, and those of at least
+    :data:`LARGE_GEMM_WORK` multiply-adds to the library at path ``large`` where it
+    exports one. Done on import, ``large`` being MKL where kernels.cpu.mkl chooses it;
+    calling it again affects only kernels not yet compiled or loaded in this process
+    (tests use it in a fresh process)."""
     global ENABLED, WIDE_INTS
-    ENABLED = _binding.bind(loaded_libraries() if paths is None else paths)
+    ENABLED = _binding.bind(loaded_libraries() if paths is None else paths, large)
     WIDE_INTS = _binding.wide
     return ENABLED
 
 
-bind()
+bind(large=chosen_library())
 
 
 def library():
@@ -238,6 +268,17 @@ def gemm_symbols():
     return _binding.gemm_names
 
 
+def large_library():
+    """Path of the BLAS library of GEMMs of at least :data:`LARGE_GEMM_WORK`
+    multiply-adds (the same as :func:`library` unless MKL is used)."""
+    return _binding.large_path
+
+
+def large_gemm_symbols():
+    """The (float32, float64) gemm symbols of :func:`large_library`, or None."""
+    return _binding.large_names
+
+
 def fits(*arrays):
     """Whether every size and stride of ``arrays`` (None: skipped) fits an LP64 BLAS's
     32-bit ints."""
@@ -246,18 +287,15 @@ def fits(*arrays):
 
 
 def set_blas_threads(n):
-    """Set the BLAS's thread count; False where its library offers no way to."""
-    if _binding._threads is None:
-        return False
-    _binding._threads[0](int(n))
-    return True
+    """Set the thread count of each BLAS library bound; False where none offers a way to."""
+    for set_, _ in _binding._threads:
+        set_(int(n))
+    return bool(_binding._threads)
 
 
 def blas_threads():
-    """The BLAS's thread count, or None when unknown."""
-    if _binding._threads is None:
-        return None
-    return _binding._threads[1]()
+    """The thread count of the library of large GEMMs, or None when unknown."""
+    return _binding._threads[0][1]() if _binding._threads else None
 
 
 # ------------------------------------------------------------------ compiled GEMM
@@ -269,14 +307,18 @@ def _call_gemm(order, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
 @overload(_call_gemm)
 def _call_gemm_typed(order, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
     real = c.dtype
-    gemm = sgemm if real == types.float32 else (dgemm if real == types.float64 else None)
-    if gemm is None:
+    if real not in _GEMMS:
         return None
+    small, large = _GEMMS[real]
     one, zero, enum = as_dtype(real).type(1.0), as_dtype(real).type(0.0), np.int32
 
     def impl(order, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
-        gemm(enum(order), enum(trans_a), enum(trans_b), m, n, k, one, a.ctypes, lda, b.ctypes,
-             ldb, zero, c.ctypes, ldc)
+        if m * n * k >= LARGE_GEMM_WORK:
+            large(enum(order), enum(trans_a), enum(trans_b), m, n, k, one, a.ctypes, lda,
+                  b.ctypes, ldb, zero, c.ctypes, ldc)
+        else:
+            small(enum(order), enum(trans_a), enum(trans_b), m, n, k, one, a.ctypes, lda,
+                  b.ctypes, ldb, zero, c.ctypes, ldc)
     return impl
 
 
