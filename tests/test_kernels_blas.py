@@ -315,11 +315,13 @@ def run_with_blas_choice(choice):
     env = {k: v for k, v in os.environ.items()
            if k not in ("MKL_THREADING_LAYER", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     env["ENGINE_BLAS"] = choice
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(ENVIRONMENT)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
+    code = textwrap.dedent(ENVIRONMENT) + textwrap.dedent(CHECK_LAYER)  # then every GEMM path
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
 
 
 def test_engine_blas_numpy_keeps_numpys_blas_and_sleeping_threads(blas):
+    """NumPy's BLAS for every GEMM, large ones too (the install without the mkl extra)."""
     result = run_with_blas_choice("numpy")
     assert result.returncode == 0, result.stderr[-3000:]
     large, layer, spin, policy = result.stdout.split()
