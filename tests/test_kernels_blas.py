@@ -349,3 +349,18 @@ def test_engine_blas_mkl_without_mkl_says_how_to_install(monkeypatch):
         mkl.chosen_library()
     monkeypatch.setenv("ENGINE_BLAS", "auto")
     assert mkl.chosen_library() is None  # auto: NumPy's BLAS, quietly
+
+
+def test_mkl_is_left_alone_where_gnu_openmp_does_not_load(monkeypatch):
+    """MKL's GNU layer needs libgomp: without it, auto keeps NumPy's BLAS and an explicit
+    ENGINE_BLAS=mkl says what is missing (rather than MKL aborting at its first call)."""
+    from kernels.cpu import mkl
+    monkeypatch.setattr(mkl, "installed_library", lambda: "/opt/libmkl_rt.so.2")
+    monkeypatch.setattr(mkl, "_gnu_openmp_loads", lambda: False)
+    monkeypatch.setenv("ENGINE_BLAS", "auto")
+    assert mkl.usable_library() is None
+    monkeypatch.setenv("ENGINE_BLAS", "mkl")
+    with pytest.raises(ImportError, match="libgomp"):
+        mkl.usable_library()
+    monkeypatch.setattr(mkl, "_gnu_openmp_loads", lambda: True)
+    assert mkl.usable_library() == "/opt/libmkl_rt.so.2"

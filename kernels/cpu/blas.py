@@ -39,7 +39,7 @@ from numba.extending import overload
 from numba.np.numpy_support import as_dtype
 
 from .jit import composite, scalar
-from .mkl import LARGE_GEMM_WORK, chosen_library
+from .mkl import LARGE_GEMM_WORK, usable_library
 
 ROW_MAJOR, COL_MAJOR = 101, 102  # CBLAS_ORDER
 NO_TRANS, TRANS = 111, 112  # CBLAS_TRANSPOSE
@@ -255,7 +255,7 @@ def bind(paths=None, large=None):
     return ENABLED
 
 
-bind(large=chosen_library())
+bind(large=usable_library())
 
 
 def library():

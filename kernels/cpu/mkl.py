@@ -19,6 +19,7 @@ OpenMP beside numba's pool.
 ``ENGINE_BLAS`` chooses: ``auto`` (default: MKL where installed), ``mkl`` (an ImportError
 where it is not), ``numpy`` (NumPy's own BLAS only).
 """
+import ctypes
 import importlib.metadata
 import os
 
@@ -48,18 +49,44 @@ def installed_library():
     return None
 
 
-def chosen_library():
-    """The MKL library the kernels are to call, or None (NumPy's BLAS alone), as
-    ``ENGINE_BLAS`` says."""
+def _choice():
     choice = os.environ.get("ENGINE_BLAS", "auto").strip().lower() or "auto"
     if choice not in CHOICES:
         raise ValueError(f"ENGINE_BLAS must be one of {', '.join(CHOICES)}; got {choice!r}")
+    return choice
+
+
+def chosen_library():
+    """The MKL library the kernels are to call, or None (NumPy's BLAS alone), as
+    ``ENGINE_BLAS`` says."""
+    choice = _choice()
     if choice == "numpy":
         return None
     path = installed_library()
     if path is None and choice == "mkl":
         raise ImportError('ENGINE_BLAS=mkl but MKL is not installed: pip install "fusedense[mkl]"')
     return path
+
+
+def usable_library():
+    """:func:`chosen_library` where GNU OpenMP (libgomp) loads, which MKL's GNU layer
+    needs and slim images may lack (numba then falls back to its workqueue layer). Call
+    it after :func:`prepare_threads`: libgomp reads its environment when it loads."""
+    path = chosen_library()
+    if path is None or _gnu_openmp_loads():
+        return path
+    if _choice() == "mkl":
+        raise ImportError("ENGINE_BLAS=mkl needs GNU OpenMP (libgomp.so.1), which does not load "
+                          "here: install your system's libgomp1")
+    return None
+
+
+def _gnu_openmp_loads():
+    try:
+        ctypes.CDLL("libgomp.so.1")
+    except OSError:
+        return False
+    return True
 
 
 def prepare_threads():
