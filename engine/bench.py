@@ -7,7 +7,8 @@ Each reports the median time per ``train_step``, GFLOP/s, and its ratio to the G
 the same step's GEMMs timed alone into preallocated outputs, in the same run, through the
 BLAS the backend calls (numba's may be MKL for large GEMMs, see kernels.cpu.mkl), and
 its ratio to NumPy's BLAS floor, the one every provider can be held to. Kernel workloads
-report GB/s and the ratio to this machine's copy bandwidth (the backend's copy).
+report GB/s and their share of the memory roof measured first: the better of the
+backend's copy and its in-place axpy.
 PyTorch and JAX are timed on the same steps when they are installed.
 """
 from __future__ import annotations
@@ -41,7 +42,7 @@ class Row:
     max_ms: float
     gflops: float | None = None
     gbps: float | None = None
-    ratio: float | None = None  # over the GEMM floor, or the copy bandwidth's share
+    ratio: float | None = None  # over the provider's GEMM floor, or the share of the memory roof
     numpy_ratio: float | None = None  # over the GEMM floor through NumPy's BLAS
     notes: dict = field(default_factory=dict)
 

@@ -213,11 +213,17 @@ def test_set_num_threads_sets_numba_and_blas(blas):
     assert cpu.get_num_threads() == before and blas.blas_threads() == blas_before
 
 
-def run_fresh(*parts):
-    """Run the code ``parts`` in a new Python process from the repository root; its stdout."""
+def run_process(*parts, env=None):
+    """Run the code ``parts`` in a new Python process from the repository root (in
+    ``env``, default ours); the completed process."""
     code = "\n".join(textwrap.dedent(part) for part in parts)
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                            text=True, timeout=300)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def run_fresh(*parts):
+    """:func:`run_process`, which must succeed; its stdout."""
+    result = run_process(*parts)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
 
@@ -315,9 +321,7 @@ def run_with_blas_choice(choice):
     env = {k: v for k, v in os.environ.items()
            if k not in ("MKL_THREADING_LAYER", "GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     env["ENGINE_BLAS"] = choice
-    code = textwrap.dedent(ENVIRONMENT) + textwrap.dedent(CHECK_LAYER)  # then every GEMM path
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=300)
+    return run_process(ENVIRONMENT, CHECK_LAYER, env=env)  # then every GEMM path
 
 
 def test_engine_blas_numpy_keeps_numpys_blas_and_sleeping_threads(blas):
