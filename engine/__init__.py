@@ -6,7 +6,8 @@
     trainer.fit(X, y, epochs=10, batch_size=32, validation_split=0.1)
 """
 from . import activations, callbacks, data, initializers, losses, metrics, optim, schedules
-from .backend import available_backends, get_backend, get_num_threads, set_backend, set_num_threads
+from .backend import (available_backends, get_backend, get_float32_matmul_precision, get_num_threads, set_backend,
+                      set_float32_matmul_precision, set_num_threads)
 from .callbacks import Callback, EarlyStopping, History
 from .errors import BackendUnavailable, NonFiniteError
 from .io import load_model
@@ -20,6 +21,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MLP", "Trainer", "load_model", "available_backends", "set_backend", "get_backend", "set_num_threads",
     "get_num_threads",
+    "set_float32_matmul_precision", "get_float32_matmul_precision",
     "BackendUnavailable", "NonFiniteError", "MSE", "Huber", "SoftmaxCrossEntropy", "BinaryCrossEntropy",
     "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "Callback", "EarlyStopping",
     "History", "activations", "callbacks", "data", "initializers", "losses", "metrics", "optim", "schedules",

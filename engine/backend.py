@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import sys
 from functools import lru_cache
 
 from .errors import BackendUnavailable
@@ -14,6 +15,8 @@ from .errors import BackendUnavailable
 _MODULES = {"numpy": "kernels.reference", "numba": "kernels.cpu", "cupy": "kernels.cuda"}
 _AUTO_ORDER = ("cupy", "numba")
 _selected: str | None = None
+MATMUL_PRECISIONS = ("highest", "high")
+_matmul_precision = "highest"
 
 
 def _check_name(name, argument):
@@ -31,7 +34,11 @@ def _probe(name):
     except ImportError as error:
         return None, f"{name}: {error}"
     reason = getattr(module, "unavailable_reason", lambda: None)()
-    return (None, f"{name}: {reason}") if reason else (module, None)
+    if reason:
+        return None, f"{name}: {reason}"
+    if hasattr(module, "set_matmul_precision"):
+        module.set_matmul_precision(_matmul_precision)
+    return module, None
 
 
 def module(name: str):
@@ -81,3 +88,22 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """Threads the CPU backend's compiled kernels run on."""
     return module("numba").get_num_threads()
+
+
+def set_float32_matmul_precision(precision: str) -> None:
+    """PyTorch's switch for float32 GEMMs: "highest" computes them in float32; "high" lets
+    the ``cupy`` backend use TF32 tensor cores (inputs rounded to a 10-bit mantissa,
+    float32 accumulation). The CPU backends always compute in float32 and ignore it."""
+    from .validation import one_of
+    precision = one_of(precision, MATMUL_PRECISIONS, "precision")
+    global _matmul_precision
+    _matmul_precision = precision
+    for module_name in _MODULES.values():  # backends imported already; later ones get it in _probe
+        loaded = sys.modules.get(module_name)
+        if hasattr(loaded, "set_matmul_precision"):
+            loaded.set_matmul_precision(precision)
+
+
+def get_float32_matmul_precision() -> str:
+    """"highest" (the default) or "high": see :func:`set_float32_matmul_precision`."""
+    return _matmul_precision

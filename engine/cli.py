@@ -19,7 +19,7 @@ def main(argv=None):
 
     bench = commands.add_parser("bench", help="time the standard workloads on the available backends")
     bench.add_argument("--workloads", default="S,M,L", help="comma-separated subset of S,M,L (default all)")
-    bench.add_argument("--backends", default=None, help="comma-separated backends (default: all available)")
+    bench.add_argument("--backends", "--backend", default=None, help="comma-separated backends (default: all available)")
     bench.add_argument("--reps", type=int, default=5, help="timed repetitions per figure (median reported)")
     bench.add_argument("--no-kernels", action="store_true", help="skip the kernel workloads")
     bench.add_argument("--no-peers", action="store_true", help="skip PyTorch and JAX even when installed")

@@ -31,7 +31,8 @@ class Loss:
         """Host targets ready for the kernel (cast, reshaped), or ValueError/TypeError naming ``argument``."""
         raise NotImplementedError
 
-    def kernel(self, k, pred, targets, reduction, losses, grad):
+    def kernel(self, k, pred, targets, reduction, losses, grad, total=None):
+        """The backend's loss op: its float, or None with the value in ``total[0]``."""
         raise NotImplementedError
 
     def mean_count(self, targets, pred_shape):
@@ -39,13 +40,16 @@ class Loss:
         return int(np.prod(pred_shape))
 
     # Shared mechanics.
-    def forward_backward(self, k, pred, targets, grad):
-        """The reduced loss of device arrays; d loss / d pred into ``grad`` (if not None)."""
-        return self.kernel(k, pred, targets, REDUCTIONS[self.reduction], None, grad)
+    def forward_backward(self, k, pred, targets, grad, total=None):
+        """The reduced loss of device arrays (into the device array ``total[0]`` when given,
+        returning None); d loss / d pred into ``grad`` (if not None)."""
+        return self.kernel(k, pred, targets, REDUCTIONS[self.reduction], None, grad, total)
 
-    def sum_and_count(self, k, pred, targets, host_targets):
-        """(sum of per-sample losses, what a mean divides by): to aggregate over batches."""
-        return self.kernel(k, pred, targets, spec.SUM, None, None), self.mean_count(host_targets, pred.shape)
+    def sum_and_count(self, k, pred, targets, host_targets, total=None):
+        """(sum of per-sample losses, what a mean divides by): to aggregate over batches.
+        With ``total`` the sum goes to ``total[0]`` on the device and comes back as None."""
+        return (self.kernel(k, pred, targets, spec.SUM, None, None, total),
+                self.mean_count(host_targets, pred.shape))
 
     def __call__(self, pred, target):
         """The loss of host arrays ``pred`` (logits) and ``target`` on the default backend."""
@@ -82,8 +86,8 @@ class MSE(Loss):
             raise ValueError(f"{argument} must have the shape of the model's output ({n_rows}, {n_out}); got {y.shape}")
         return y
 
-    def kernel(self, k, pred, targets, reduction, losses, grad):
-        return k.mse(pred, targets, reduction, losses, grad)
+    def kernel(self, k, pred, targets, reduction, losses, grad, total=None):
+        return k.mse(pred, targets, reduction, losses, grad, total)
 
     def _none_shape(self, target, shape):
         return np.shape(target)
@@ -101,8 +105,8 @@ class Huber(MSE):
     def config(self):
         return {**super().config(), "delta": self.delta}
 
-    def kernel(self, k, pred, targets, reduction, losses, grad):
-        return k.huber(pred, targets, self.delta, reduction, losses, grad)
+    def kernel(self, k, pred, targets, reduction, losses, grad, total=None):
+        return k.huber(pred, targets, self.delta, reduction, losses, grad, total)
 
 
 class BinaryCrossEntropy(Loss):
@@ -122,8 +126,8 @@ class BinaryCrossEntropy(Loss):
             raise ValueError(f"{argument} must hold probabilities in [0, 1]; got values in [{y.min()}, {y.max()}]")
         return y
 
-    def kernel(self, k, pred, targets, reduction, losses, grad):
-        return k.binary_cross_entropy(pred, targets, reduction, losses, grad)
+    def kernel(self, k, pred, targets, reduction, losses, grad, total=None):
+        return k.binary_cross_entropy(pred, targets, reduction, losses, grad, total)
 
     def _none_shape(self, target, shape):
         return np.shape(target)
@@ -169,9 +173,9 @@ class SoftmaxCrossEntropy(Loss):
             raise ValueError(f"{argument} must hold class indices in {allowed}; got values in [{kept.min()}, {kept.max()}]")
         return y
 
-    def kernel(self, k, pred, targets, reduction, losses, grad):
+    def kernel(self, k, pred, targets, reduction, losses, grad, total=None):
         ignore = spec.NO_IGNORE if self.ignore_index is None else self.ignore_index
-        return k.softmax_cross_entropy(pred, targets, self.label_smoothing, ignore, reduction, losses, grad)
+        return k.softmax_cross_entropy(pred, targets, self.label_smoothing, ignore, reduction, losses, grad, total)
 
     def mean_count(self, targets, pred_shape):
         if targets.ndim == 2 or self.ignore_index is None:

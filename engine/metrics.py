@@ -1,10 +1,16 @@
-"""Streaming metrics on host arrays: aggregated over all updates, not a mean of batch means.
+"""Streaming metrics: aggregated over all updates, not a mean of batch means.
 
-Scores ``y_pred`` are the model's logits unless ``from_logits=False``.
+Scores ``y_pred`` are the model's logits unless ``from_logits=False``. ``update`` takes
+host arrays. Metrics that a backend op computes (:meth:`Metric.device_kind`) are kept
+on the device by the trainer instead, with ``metric_sums`` of :mod:`kernels.spec`, and
+:meth:`Metric.absorb` takes the sums it read back; a subclass that overrides ``update``
+keeps the host path.
 """
 from __future__ import annotations
 
 import numpy as np
+
+from kernels import spec
 
 
 class Metric:
@@ -24,6 +30,18 @@ class Metric:
     def _add(self, total, count):
         self._total += float(total)
         self._count += float(count)
+
+    def device_kind(self, targets):
+        """``(kind, threshold)`` for the backend's ``metric_sums`` on checked ``targets``
+        (class indices (N,) or rows (N, K)), or None when only ``update`` on host arrays
+        computes this metric. The kind belongs to the class whose ``update`` is in effect."""
+        owner = next((c for c in type(self).__mro__ if "update" in vars(c)), Metric)
+        device = vars(owner).get("_device")
+        return None if device is None else device(self, targets)
+
+    def absorb(self, total, count):
+        """Add sums that ``metric_sums`` accumulated on the device."""
+        self._add(total, count)
 
 
 class Mean(Metric):
@@ -68,6 +86,9 @@ class Accuracy(Metric):
             target = np.asarray(y_true).reshape(len(y_pred)) > 0.5
         self._add(np.count_nonzero(predicted == target), len(predicted))
 
+    def _device(self, targets):
+        return spec.METRIC_ACCURACY, self.threshold
+
 
 class MSE(Metric):
     """Mean squared error over all elements."""
@@ -79,6 +100,9 @@ class MSE(Metric):
         d = y_pred - np.asarray(y_true, dtype=np.float64).reshape(y_pred.shape)
         self._add(np.dot(d.ravel(), d.ravel()), d.size)
 
+    def _device(self, targets):
+        return (spec.METRIC_SQUARED_ERROR, 0.0) if targets.ndim == 2 else None
+
 
 class MAE(Metric):
     """Mean absolute error over all elements."""
@@ -88,6 +112,9 @@ class MAE(Metric):
     def update(self, y_true, y_pred):
         y_pred = np.asarray(y_pred, dtype=np.float64)
         self._add(np.abs(y_pred - np.asarray(y_true, dtype=np.float64).reshape(y_pred.shape)).sum(), y_pred.size)
+
+    def _device(self, targets):
+        return (spec.METRIC_ABSOLUTE_ERROR, 0.0) if targets.ndim == 2 else None
 
 
 class CrossEntropy(Metric):
@@ -121,6 +148,9 @@ class CrossEntropy(Metric):
             else:
                 losses = -log_p[np.arange(len(y)), y.astype(np.int64)]
         self._add(losses.sum(), len(losses))
+
+    def _device(self, targets):
+        return (spec.METRIC_CROSS_ENTROPY, 0.0) if self.from_logits else None
 
 
 _CLASSES = {"accuracy": Accuracy, "acc": Accuracy, "mse": MSE, "mae": MAE, "cross_entropy": CrossEntropy}

@@ -74,15 +74,25 @@ class Optimizer:
             raise ValueError(f"lr schedule must return a finite number >= 0; at update {iteration} it returned {lr!r}")
         return float(lr)
 
-    def apply(self, params, grads, seg_scale, clip_value):
-        """One update of ``params`` from ``grads`` (clipped and scaled per segment)."""
+    def apply(self, params, grads, seg_scale, clip_value, status=None):
+        """One update of ``params`` from ``grads`` (clipped and scaled per segment).
+
+        ``status``: the device record of the backend's ``guard_update``, whose skip flag
+        makes the kernel change nothing. The update is counted all the same, since the host
+        does not read the flag here; whoever reads it calls :meth:`_rewind`.
+        """
         lr = self.learning_rate()
         step = self.iterations + 1
-        self._update(params, grads, (self._model._offsets, seg_scale, self._seg_decay, clip_value), lr, step)
+        self._update(params, grads, (self._model._offsets, seg_scale, self._seg_decay, clip_value), lr, step,
+                     status)
         self.iterations = step
 
-    def _update(self, params, grads, grad_args, lr, step):
+    def _update(self, params, grads, grad_args, lr, step, status):
         raise NotImplementedError
+
+    def _rewind(self, iterations):
+        """Count the first ``iterations`` updates only: the kernels skipped those after them."""
+        self.iterations = iterations
 
     # Checkpoints.
     def state_dict(self):
@@ -124,9 +134,9 @@ class SGD(Optimizer):
         return {**super().hyperparameters(), "momentum": self.momentum, "dampening": self.dampening,
                 "nesterov": self.nesterov}
 
-    def _update(self, params, grads, grad_args, lr, step):
+    def _update(self, params, grads, grad_args, lr, step, status):
         self._k.sgd(params, grads, self._state["momentum_buffer"], *grad_args, lr, self.momentum,
-                    self.dampening, self.nesterov, step == 1)
+                    self.dampening, self.nesterov, step == 1, status)
 
 
 class Adagrad(Optimizer):
@@ -145,8 +155,8 @@ class Adagrad(Optimizer):
     def _initial_value(self, name):
         return self.initial_accumulator_value
 
-    def _update(self, params, grads, grad_args, lr, step):
-        self._k.adagrad(params, grads, self._state["sum"], *grad_args, lr, self.eps)
+    def _update(self, params, grads, grad_args, lr, step, status):
+        self._k.adagrad(params, grads, self._state["sum"], *grad_args, lr, self.eps, status)
 
 
 class RMSprop(Optimizer):
@@ -166,10 +176,10 @@ class RMSprop(Optimizer):
         return {**super().hyperparameters(), "alpha": self.alpha, "eps": self.eps, "momentum": self.momentum,
                 "centered": self.centered}
 
-    def _update(self, params, grads, grad_args, lr, step):
+    def _update(self, params, grads, grad_args, lr, step, status):
         s = self._state
         self._k.rmsprop(params, grads, s["square_avg"], s["grad_avg"], s["momentum_buffer"], *grad_args, lr,
-                        self.alpha, self.eps, self.momentum, self.centered)
+                        self.alpha, self.eps, self.momentum, self.centered, status)
 
 
 class Adadelta(Optimizer):
@@ -185,9 +195,9 @@ class Adadelta(Optimizer):
     def hyperparameters(self):
         return {**super().hyperparameters(), "rho": self.rho, "eps": self.eps}
 
-    def _update(self, params, grads, grad_args, lr, step):
+    def _update(self, params, grads, grad_args, lr, step, status):
         self._k.adadelta(params, grads, self._state["square_avg"], self._state["acc_delta"], *grad_args, lr,
-                         self.rho, self.eps)
+                         self.rho, self.eps, status)
 
 
 class Adam(Optimizer):
@@ -205,10 +215,11 @@ class Adam(Optimizer):
     def hyperparameters(self):
         return {**super().hyperparameters(), "betas": self.betas, "eps": self.eps, "amsgrad": self.amsgrad}
 
-    def _update(self, params, grads, grad_args, lr, step):
+    def _update(self, params, grads, grad_args, lr, step, status):
         s = self._state
         self._k.adam(params, grads, s["exp_avg"], s["exp_avg_sq"], s.get("max_exp_avg_sq", s["exp_avg_sq"]),
-                     *grad_args, lr, self.betas[0], self.betas[1], self.eps, step, self.decoupled, self.amsgrad)
+                     *grad_args, lr, self.betas[0], self.betas[1], self.eps, step, self.decoupled, self.amsgrad,
+                     status)
 
 
 class AdamW(Adam):
@@ -240,12 +251,20 @@ class NAdam(Optimizer):
     def _mu(self, step):
         return self.betas[0] * (1.0 - 0.5 * 0.96 ** (step * self.momentum_decay))
 
-    def _update(self, params, grads, grad_args, lr, step):
+    def _update(self, params, grads, grad_args, lr, step, status):
         mu, mu_next = self._mu(step), self._mu(step + 1)
         mu_product = self.mu_product * mu
         self._k.nadam(params, grads, self._state["exp_avg"], self._state["exp_avg_sq"], *grad_args, lr,
-                      self.betas[0], self.betas[1], self.eps, step, mu, mu_next, mu_product)
+                      self.betas[0], self.betas[1], self.eps, step, mu, mu_next, mu_product, status)
         self.mu_product = mu_product
+
+    def _rewind(self, iterations):
+        # The product of the updates made, multiplied in the order _update multiplies it:
+        # the same float as if the skipped updates had never been applied.
+        super()._rewind(iterations)
+        self.mu_product = 1.0
+        for step in range(1, iterations + 1):
+            self.mu_product *= self._mu(step)
 
     def _scalar_state(self):
         return {"mu_product": self.mu_product}

@@ -1,4 +1,15 @@
-"""The training loop: forward, fused loss, backward, clipping and one optimizer kernel per step."""
+"""The training loop: forward, fused loss, backward, then the step's decisions (finite check,
+clip scales) and one optimizer kernel, every one a backend op: a step never waits for the host.
+
+The decisions live in a small float64 device array, the record: guard_update's status
+(kernels.spec GUARD_*), then train_step's loss slot, the sums of the metrics the device
+computes, and a loss slot per batch of fit's epoch. The host reads it in one transfer:
+once per train_step, and in fit only at progress-bar updates, for callbacks that look at
+batch losses, and at the end of each epoch. A non-finite loss or gradient sets a sticky
+flag on the device (the step's number and why), after which every update is a no-op
+until the host reads the record: it then raises for exactly that step, with the weights
+and optimizer state of before it, and sets the update count back to the updates made.
+"""
 from __future__ import annotations
 
 import copy
@@ -7,6 +18,8 @@ import time
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from kernels import spec
 
 from . import losses as losses_module
 from . import metrics as metrics_module
@@ -18,6 +31,11 @@ from .model import MLP
 from .validation import check_features, number, one_of, optional_number
 
 _EVAL_BATCH = 1024  # rows per forward when evaluate() is given no batch_size
+_PROGRESS_EVERY = 16  # batches between progress-bar updates (each reads the record)
+
+_STEP_SLOT = spec.GUARD_SIZE  # train_step's loss, right after the status
+_METRIC_SUMS = _STEP_SLOT + 1  # then (total, count) per metric, then fit's loss per batch
+_CLEAR = np.zeros(spec.GUARD_SIZE)
 
 
 class Trainer:
@@ -27,8 +45,11 @@ class Trainer:
     ``clip_value`` clamps each element to [-v, v]; ``clip_norm`` rescales each parameter's
     gradient to norm <= c; ``clip_global_norm`` scales all by ``min(1, c / (norm + 1e-6))``
     (torch clip_grad_norm_), applied in that order. A NaN or Inf loss or gradient raises
-    :class:`engine.NonFiniteError` with the weights untouched, or skips the step when
-    ``on_nonfinite="skip"``.
+    :class:`engine.NonFiniteError` naming the first such update, with the weights and
+    optimizer state as they were before it; or, with ``on_nonfinite="skip"``, that update
+    is skipped and not counted. Skipping reads the device's verdict at every step (one
+    synchronisation per step on a GPU), since the next update's count depends on it;
+    raising does not.
     """
 
     def __init__(self, model, loss="cross_entropy", optimizer=None, metrics=("accuracy",), clip_value=None,
@@ -51,8 +72,10 @@ class Trainer:
         self.optimizer.bind(model)
         k, n_segments = model._k, len(model._layout.segments)
         self._sq_norms = k.zeros(n_segments, np.float64)
-        self._seg_scale_host = np.ones(n_segments)
-        self._seg_scale = k.to_device(self._seg_scale_host, np.float64)
+        self._seg_scale = k.to_device(np.ones(n_segments), np.float64)
+        self._record = None
+        self._reserve(0)
+        self._epoch_losses = None  # (first update, slots) of the epoch fit is running
         self._rng = np.random.default_rng(model._seed)
         self._batch_buffers = {}
         self.stop_training = False
@@ -70,6 +93,36 @@ class Trainer:
         """Updates made so far."""
         return self.optimizer.iterations
 
+    # ----------------------------------------------------------------- record
+    def _reserve(self, size):
+        """The device record with at least ``size`` values after train_step's loss slot (a
+        larger one, the status carried over, when it is too small)."""
+        k = self.model._k
+        if self._record is None or self._record.size < _METRIC_SUMS + size:
+            record = k.zeros(_METRIC_SUMS + size, np.float64)
+            if self._record is not None:
+                k.copy_into(record[:_METRIC_SUMS], self._record[:_METRIC_SUMS])
+            self._record = record
+            self._status = record[:spec.GUARD_SIZE]
+            self._step_total = record[_STEP_SLOT:_STEP_SLOT + 1]
+            self._head = record[:_METRIC_SUMS]
+        return self._record
+
+    def _raise_recorded(self, host, losses, first_step):
+        """If the record read into ``host`` names a non-finite update, clear the record,
+        count only the updates before it and raise NonFiniteError naming it (its loss is
+        ``losses[step - first_step]``)."""
+        bad = int(host[spec.GUARD_BAD_STEP])
+        if not bad:
+            return
+        step, reason = bad - 1, host[spec.GUARD_REASON]
+        loss = float(losses[step - first_step]) if 0 <= step - first_step < len(losses) else float("nan")
+        self.model._k.copy_into(self._status, _CLEAR)
+        self.optimizer._rewind(step)
+        what = "loss" if reason == spec.REASON_LOSS else "gradient"
+        raise NonFiniteError(f"non-finite {what} at step {step} (loss {loss}); the weights and optimizer "
+                             "state were left as they were before this step")
+
     # ------------------------------------------------------------------ steps
     def _check_data(self, X, y, x_argument="X", y_argument="y"):
         X = check_features(X, self.model.sizes[0], self.model.dtype, x_argument)
@@ -82,50 +135,62 @@ class Trainer:
         return self._train_on_device(k.to_device(X, self.model.dtype), k.to_device(y, y.dtype))
 
     def _train_on_device(self, X, y):
-        model, k = self.model, self.model._k
-        step = self.optimizer.iterations
+        first_step = self.optimizer.iterations
+        self._step(X, y, self._step_total)
+        head = self.model._k.to_host(self._head)  # the one wait of a train_step
+        loss = float(head[_STEP_SLOT])
+        self._raise_recorded(head, head[_STEP_SLOT:], first_step)
+        return loss
+
+    def _step(self, X, y, total):
+        """Forward, loss into the device slot ``total``, backward, guard and update, all
+        queued on the device; returns the logits. Only on_nonfinite="skip" waits, for the
+        verdict: a skipped update must not be counted, and the next one's count (Adam's
+        bias correction, lr schedules, dropout keys) depends on it."""
+        model, k, optimizer = self.model, self.model._k, self.optimizer
+        step = optimizer.iterations
         logits = model._forward(X, training=True, step=step)
-        loss = self.loss.forward_backward(k, logits, y, model._loss_gradient_buffer(X.shape[0]))
-        if not math.isfinite(loss):
-            return self._non_finite("loss", loss, step)
+        self.loss.forward_backward(k, logits, y, model._loss_gradient_buffer(X.shape[0]), total)
         model._backward(X)
         clip_value = math.inf if self.clip_value is None else self.clip_value
         k.grad_sq_norms(model._grads, model._offsets, clip_value, self._sq_norms)
-        sq_norms = k.to_host(self._sq_norms)
-        if not math.isfinite(float(sq_norms.sum())):
-            return self._non_finite("gradient", loss, step)
-        if self.clip_norm is not None or self.clip_global_norm is not None:
-            self._set_norm_scales(sq_norms)
-        self.optimizer.apply(model._params, model._grads, self._seg_scale, clip_value)
-        return loss
-
-    def _set_norm_scales(self, sq_norms):
-        """Per-parameter then global norm clipping, as one scale per segment."""
-        scale = self._seg_scale_host
-        for s, sq in enumerate(sq_norms):
-            norm = math.sqrt(sq)
-            scale[s] = min(1.0, self.clip_norm / norm) if self.clip_norm is not None and norm > 0 else 1.0
-        if self.clip_global_norm is not None:
-            total = math.sqrt(sum(float(sq) * f * f for sq, f in zip(sq_norms, scale)))
-            scale *= min(1.0, self.clip_global_norm / (total + 1e-6))
-        self.model._k.copy_into(self._seg_scale, scale)
-
-    def _non_finite(self, what, loss, step):
-        if self.on_nonfinite == "skip":
-            return loss
-        raise NonFiniteError(f"non-finite {what} at step {step} (loss {loss}); the weights and optimizer "
-                             "state were left as they were before this step")
+        raising = self.on_nonfinite == "raise"
+        k.guard_update(total, self._sq_norms, math.inf if self.clip_norm is None else self.clip_norm,
+                       math.inf if self.clip_global_norm is None else self.clip_global_norm, step, raising,
+                       self._seg_scale, self._status)
+        if raising or not k.to_host(self._status)[spec.GUARD_SKIP]:
+            optimizer.apply(model._params, model._grads, self._seg_scale, clip_value, self._status)
+        return logits
 
     # -------------------------------------------------------------------- fit
-    def _gathered(self, X, y, index):
-        """The rows ``index`` of X and y, copied into buffers reused across batches."""
-        n = len(index)
-        if n not in self._batch_buffers:
-            self._batch_buffers[n] = (np.empty((n,) + X.shape[1:], X.dtype), np.empty((n,) + y.shape[1:], y.dtype))
-        xb, yb = self._batch_buffers[n]
-        np.take(X, index, axis=0, out=xb)
-        np.take(y, index, axis=0, out=yb)
-        return xb, yb
+    def _batch(self, X, y, order, start, stop):
+        """Rows start:stop of the data set (X, y) on the device; when shuffling, rows
+        ``order[start:stop]`` (a device permutation) gathered on the device into buffers
+        reused across batches."""
+        if order is None:
+            return X[start:stop], y[start:stop]
+        k, n = self.model._k, stop - start
+        buffers = self._batch_buffers.get(n)
+        if buffers is None:
+            buffers = self._batch_buffers[n] = (k.empty((n,) + X.shape[1:], X.dtype),
+                                                k.empty((n,) + y.shape[1:], y.dtype))
+        index = order[start:stop]
+        k.take_rows(X, index, buffers[0])
+        k.take_rows(y, index, buffers[1])
+        return buffers
+
+    @staticmethod
+    def _split_metrics(metrics, y):
+        """([(index, kind, threshold)] of the metrics the backend's metric_sums computes for
+        targets like ``y``, [the others, updated on the host])."""
+        device, host = [], []
+        for i, m in enumerate(metrics):
+            kind = m.device_kind(y)
+            if kind is None:
+                host.append(m)
+            else:
+                device.append((i, *kind))
+        return device, host
 
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, validation_data=None, validation_split=0.0,
             verbose=1, callbacks=()):
@@ -146,6 +211,10 @@ class Trainer:
             X, y, *validation = split_validation(X, y, validation_split)
         else:
             validation = None
+        # The data set goes to the device once per fit (no copy on the CPU backends);
+        # batches are cut or gathered there.
+        k = self.model._k
+        on_device = (k.to_device(X, self.model.dtype), k.to_device(y, y.dtype))
         history = History()
         callbacks = [history] + self.callbacks + self._check_callbacks(callbacks)
         for c in callbacks:
@@ -153,47 +222,97 @@ class Trainer:
         self.stop_training = False
         for c in callbacks:
             c.on_train_begin()
-        for epoch in range(epochs):
-            for c in callbacks:
-                c.on_epoch_begin(epoch)
-            logs = self._fit_epoch(X, y, batch_size, shuffle, validation, history, callbacks,
-                                   f"Epoch {epoch + 1}/{epochs}", verbose)
-            if verbose == 2:
-                print(f"Epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
-            for c in callbacks:
-                c.on_epoch_end(epoch, logs)
-            if self.stop_training:
-                break
+        try:
+            for epoch in range(epochs):
+                for c in callbacks:
+                    c.on_epoch_begin(epoch)
+                logs = self._fit_epoch(X, y, on_device, batch_size, shuffle, validation, history, callbacks,
+                                       f"Epoch {epoch + 1}/{epochs}", verbose)
+                if verbose == 2:
+                    print(f"Epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
+                for c in callbacks:
+                    c.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
+        except NonFiniteError:
+            raise
+        except BaseException as error:
+            # An error (a callback's, an lr schedule's past a bad update, an interrupt) may come
+            # before the record was read: a non-finite update in it comes first.
+            if self._epoch_losses is not None:
+                first_step, slots = self._epoch_losses
+                host = self.model._k.to_host(self._record)
+                try:
+                    self._raise_recorded(host, host[slots], first_step)
+                except NonFiniteError as non_finite:
+                    raise non_finite from error
+            raise
+        finally:
+            self._epoch_losses = None
         for c in callbacks:
             c.on_train_end()
         return history
 
-    def _fit_epoch(self, X, y, batch_size, shuffle, validation, history, callbacks, description, verbose):
-        k, dtype = self.model._k, self.model.dtype
+    def _fit_epoch(self, X, y, on_device, batch_size, shuffle, validation, history, callbacks, description,
+                   verbose):
+        k = self.model._k
+        X_device, y_device_all = on_device
         order = self._rng.permutation(len(X)) if shuffle else None
+        order_device = None if order is None else k.to_device(order, np.int64)
         for m in self.metrics:
             m.reset()
-        total, count = 0.0, 0
+        device_metrics, host_metrics = self._split_metrics(self.metrics, y)
         slices = batch_slices(len(X), batch_size)
+        sizes = np.array([stop - start for start, stop in slices], dtype=np.float64)
+        n_sums = 2 * len(self.metrics)
+        record = self._reserve(n_sums + len(slices))
+        if n_sums:
+            k.copy_into(record[_METRIC_SUMS:_METRIC_SUMS + n_sums], np.zeros(n_sums))
+        metric_sums = [(kind, threshold, record[_METRIC_SUMS + 2 * i:_METRIC_SUMS + 2 * i + 2])
+                       for i, kind, threshold in device_metrics]
+        first_slot = _METRIC_SUMS + n_sums
+        slots = [record[first_slot + b:first_slot + b + 1] for b in range(len(slices))]
+        first_step = self.optimizer.iterations
+        self._epoch_losses = (first_step, slice(first_slot, first_slot + len(slices)))
+        batch_callbacks = [c for c in callbacks if type(c).on_batch_end is not Callback.on_batch_end]
+        last = len(slices) - 1
+
+        def read(n_batches):
+            """(the losses of the first n_batches, the record) on the host, after the check."""
+            host = k.to_host(record[:first_slot + n_batches])
+            losses = host[first_slot:first_slot + n_batches]
+            self._raise_recorded(host, losses, first_step)
+            return losses, host
+
         with tqdm(total=len(slices), desc=description, unit="step", disable=verbose != 1, leave=True,
                   dynamic_ncols=True) as bar:
             for b, (start, stop) in enumerate(slices):
-                xb, yb = (X[start:stop], y[start:stop]) if order is None else self._gathered(X, y, order[start:stop])
+                x_device, y_device = self._batch(X_device, y_device_all, order_device, start, stop)
                 began = time.perf_counter()
-                loss = self._train_on_device(k.to_device(xb, dtype), k.to_device(yb, yb.dtype))
+                logits = self._step(x_device, y_device, slots[b])
                 history.step_times.append(time.perf_counter() - began)
-                total += loss * (stop - start)
-                count += stop - start
-                if self.metrics:
-                    logits = k.to_host(self.model._workspace(stop - start).Y[-1])
-                    for m in self.metrics:
-                        m.update(yb, logits)
-                for c in callbacks:
-                    c.on_batch_end(b, {"loss": loss})
+                for kind, threshold, into in metric_sums:
+                    k.metric_sums(kind, threshold, logits, y_device, into)
+                if host_metrics:
+                    host_logits = k.to_host(logits)
+                    yb = y[start:stop] if order is None else y[order[start:stop]]
+                    for m in host_metrics:
+                        m.update(yb, host_logits)
+                if batch_callbacks:
+                    loss = float(read(b + 1)[0][b])
+                    for c in batch_callbacks:
+                        c.on_batch_end(b, {"loss": loss})
                 bar.update(1)
-                if b % 16 == 0 or b == len(slices) - 1:
-                    bar.set_postfix(loss=f"{total / count:.4f}", refresh=False)
-            logs = {"loss": total / count, **{m.name: m.compute() for m in self.metrics}}
+                if verbose == 1 and (b % _PROGRESS_EVERY == 0 or b == last):
+                    losses, _ = read(b + 1)
+                    bar.set_postfix(loss=f"{np.dot(losses, sizes[:b + 1]) / sizes[:b + 1].sum():.4f}",
+                                    refresh=False)
+            losses, host = read(len(slices))
+            self._epoch_losses = None
+            for i, _, _ in device_metrics:
+                self.metrics[i].absorb(host[_METRIC_SUMS + 2 * i], host[_METRIC_SUMS + 2 * i + 1])
+            logs = {"loss": float(np.dot(losses, sizes) / sizes.sum()),
+                    **{m.name: m.compute() for m in self.metrics}}
             if validation is not None:
                 logs.update({f"val_{name}": value for name, value in self._evaluate_checked(*validation).items()})
             bar.set_postfix({name: f"{value:.4f}" for name, value in logs.items()}, refresh=True)
@@ -207,22 +326,34 @@ class Trainer:
         return self._evaluate_checked(X, y, batch_size)
 
     def _evaluate_checked(self, X, y, batch_size=_EVAL_BATCH):
-        """evaluate() on data _check_data has already checked and cast."""
+        """evaluate() on data _check_data has already checked and cast: per-batch loss sums
+        and device metrics into a device array, read once at the end."""
         model, k = self.model, self.model._k
         metrics = [copy.deepcopy(m) for m in self.metrics]
         for m in metrics:
             m.reset()
-        total, count = 0.0, 0
-        for start, stop in batch_slices(len(X), batch_size):
+        device_metrics, host_metrics = self._split_metrics(metrics, y)
+        slices = batch_slices(len(X), batch_size)
+        n_sums = 2 * len(device_metrics)
+        sums = k.zeros(n_sums + len(slices), np.float64)
+        metric_sums = [(kind, threshold, sums[2 * j:2 * j + 2])
+                       for j, (_, kind, threshold) in enumerate(device_metrics)]
+        count = 0
+        for b, (start, stop) in enumerate(slices):
             logits = model._forward(k.to_device(X[start:stop], model.dtype), training=False, step=0)
             yb = y[start:stop]
-            batch_total, batch_count = self.loss.sum_and_count(k, logits, k.to_device(yb, yb.dtype), yb)
-            total += batch_total
-            count += batch_count
-            if metrics:
+            y_device = k.to_device(yb, yb.dtype)
+            count += self.loss.sum_and_count(k, logits, y_device, yb, sums[n_sums + b:n_sums + b + 1])[1]
+            for kind, threshold, into in metric_sums:
+                k.metric_sums(kind, threshold, logits, y_device, into)
+            if host_metrics:
                 host_logits = k.to_host(logits)
-                for m in metrics:
+                for m in host_metrics:
                     m.update(yb, host_logits)
+        host = k.to_host(sums)
+        for j, (i, _, _) in enumerate(device_metrics):
+            metrics[i].absorb(host[2 * j], host[2 * j + 1])
+        total = float(host[n_sums:].sum())
         if self.loss.reduction == "mean":
             total = total / count if count else float("nan")  # torch: a mean over no kept rows is NaN
         return {"loss": total, **{m.name: m.compute() for m in metrics}}

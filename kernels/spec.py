@@ -41,6 +41,21 @@ SOFTPLUS_THRESHOLD = 20.0
 SELU_ALPHA = 1.6732632423543772848170429916717
 SELU_SCALE = 1.0507009873554804934193349852946
 
+# Streaming metrics accumulated on the device by ``metric_sums``.
+METRIC_ACCURACY, METRIC_SQUARED_ERROR, METRIC_ABSOLUTE_ERROR, METRIC_CROSS_ENTROPY = range(4)
+
+# The per-step status record ``guard_update`` writes (a float64 array of GUARD_SIZE):
+# GUARD_BAD_STEP holds 1 + the index of the first non-finite update (0: none yet),
+# GUARD_REASON why (REASON_LOSS or REASON_GRADIENT), GUARD_SKIP whether this step's
+# update is skipped (1.0) or made (0.0). The optimizers read GUARD_SKIP.
+GUARD_BAD_STEP, GUARD_REASON, GUARD_SKIP = range(3)
+GUARD_SIZE = 3
+REASON_LOSS, REASON_GRADIENT = 1, 2
+
+# What clip_global_norm adds to the global norm before dividing, as torch's clip_grad_norm_
+# does: ``min(1, c / (norm + CLIP_NORM_EPS))`` stays finite for a zero gradient.
+CLIP_NORM_EPS = 1e-6
+
 
 class Backend(Protocol):
     """What a backend module provides. Formulas use row batches ``X`` of shape (N, fan_in)."""
@@ -62,6 +77,11 @@ class Backend(Protocol):
 
     def copy_into(self, dst, src) -> None:
         """``dst[...] = src`` where ``src`` may be a host or backend array."""
+
+    def take_rows(self, src, index, out) -> None:
+        """``out[i] = src[index[i]]``: rows of a backend array ``src`` (N, ...) gathered by
+        the int64 backend array ``index`` (n,) into ``out`` (n, ...), e.g. a shuffled
+        minibatch of a data set kept on the device."""
 
     # ------------------------------------------------------------ dense layer
     def dense_forward(self, X, W, b, act, act_param, slope, dropout_p, key, Z, Y) -> None:
@@ -94,8 +114,11 @@ class Backend(Protocol):
     # per-sample losses torch returns with reduction="none" into ``losses`` and the
     # gradient of the reduced loss with respect to the predictions into ``grad``
     # (for NONE: the gradient of the sum). ``losses`` and ``grad`` may be None.
+    # ``total`` (a float64 array of shape (1,), or None): when given, the reduced loss is
+    # written to ``total[0]`` on the device and the op returns None, so that a step never
+    # waits for the device to hand a float back.
     def softmax_cross_entropy(self, logits, targets, label_smoothing, ignore_index,
-                              reduction, losses, grad) -> float:
+                              reduction, losses, grad, total=None) -> float | None:
         """Softmax cross-entropy on logits (N, K), torch ``cross_entropy`` semantics.
 
         With ``p = softmax(logits[i])`` and smoothing ``e``:
@@ -106,15 +129,15 @@ class Backend(Protocol):
         ``loss_i = -sum_k t_k log p_k`` and ``d loss_i / d logits = p * sum_k t_k - t``.
         """
 
-    def binary_cross_entropy(self, logits, targets, reduction, losses, grad) -> float:
+    def binary_cross_entropy(self, logits, targets, reduction, losses, grad, total=None) -> float | None:
         """Sigmoid BCE on logits, elementwise, same shapes:
         ``l = max(x, 0) - x t + log(1 + exp(-|x|))``, ``dl/dx = sigmoid(x) - t``;
         MEAN divides by the number of elements."""
 
-    def mse(self, pred, targets, reduction, losses, grad) -> float:
+    def mse(self, pred, targets, reduction, losses, grad, total=None) -> float | None:
         """``l = (x - t)^2`` elementwise, ``dl/dx = 2 (x - t)``; MEAN over all elements."""
 
-    def huber(self, pred, targets, delta, reduction, losses, grad) -> float:
+    def huber(self, pred, targets, delta, reduction, losses, grad, total=None) -> float | None:
         """torch HuberLoss: with ``d = x - t``, ``l = d^2 / 2`` if ``|d| < delta`` else
         ``delta (|d| - delta / 2)``; ``dl/dx = clip(d, -delta, delta)``; MEAN over all."""
 
@@ -126,33 +149,36 @@ class Backend(Protocol):
     # (clip_value = inf disables clamping; seg_scale carries norm clipping), then applies
     # the optimizer with weight decay ``seg_decay[s]`` (0 where a segment is exempt).
     # ``grads`` is never written. Updates are in place; ``step`` counts from 1.
+    # ``status`` (the record of :meth:`guard_update`, or None): when
+    # ``status[GUARD_SKIP] != 0`` the update changes nothing, neither parameters nor state.
     def grad_sq_norms(self, grads, offsets, clip_value, out) -> None:
         """``out[s] = sum_{i in s} clip(grads[i], -clip_value, clip_value)^2`` (float64)."""
 
     def sgd(self, params, grads, momentum_buf, offsets, seg_scale, seg_decay, clip_value,
-            lr, momentum, dampening, nesterov, first_step) -> None:
+            lr, momentum, dampening, nesterov, first_step, status=None) -> None:
         """torch SGD: ``g += wd p``; with momentum ``buf = g`` on the first step else
         ``buf = momentum buf + (1 - dampening) g``; ``g = g + momentum buf`` (nesterov) or
         ``g = buf``; ``p -= lr g``. ``momentum_buf`` is unused when ``momentum == 0``."""
 
     def adagrad(self, params, grads, state_sum, offsets, seg_scale, seg_decay, clip_value,
-                lr, eps) -> None:
+                lr, eps, status=None) -> None:
         """torch Adagrad: ``g += wd p``; ``sum += g^2``; ``p -= lr g / (sqrt(sum) + eps)``."""
 
     def rmsprop(self, params, grads, square_avg, grad_avg, momentum_buf, offsets, seg_scale,
-                seg_decay, clip_value, lr, alpha, eps, momentum, centered) -> None:
+                seg_decay, clip_value, lr, alpha, eps, momentum, centered, status=None) -> None:
         """torch RMSprop: ``g += wd p``; ``v = alpha v + (1 - alpha) g^2``; centered:
         ``ga = alpha ga + (1 - alpha) g`` and ``avg = sqrt(v - ga^2) + eps``, else
         ``avg = sqrt(v) + eps``; momentum > 0: ``buf = momentum buf + g / avg``,
         ``p -= lr buf``; else ``p -= lr g / avg``."""
 
     def adadelta(self, params, grads, square_avg, acc_delta, offsets, seg_scale, seg_decay,
-                 clip_value, lr, rho, eps) -> None:
+                 clip_value, lr, rho, eps, status=None) -> None:
         """torch Adadelta: ``g += wd p``; ``v = rho v + (1 - rho) g^2``;
         ``d = sqrt(u + eps) / sqrt(v + eps) g``; ``u = rho u + (1 - rho) d^2``; ``p -= lr d``."""
 
     def adam(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, offsets, seg_scale,
-             seg_decay, clip_value, lr, beta1, beta2, eps, step, decoupled, amsgrad) -> None:
+             seg_decay, clip_value, lr, beta1, beta2, eps, step, decoupled, amsgrad,
+             status=None) -> None:
         """torch Adam / AdamW. Decay: AdamW (``decoupled``) ``p *= 1 - lr wd``, Adam
         ``g += wd p``. ``m = beta1 m + (1 - beta1) g``; ``v = beta2 v + (1 - beta2) g^2``;
         amsgrad: ``vmax = max(vmax, v)`` and ``v_hat = vmax`` else ``v_hat = v``;
@@ -160,9 +186,47 @@ class Backend(Protocol):
         ``max_exp_avg_sq`` is unused without amsgrad."""
 
     def nadam(self, params, grads, exp_avg, exp_avg_sq, offsets, seg_scale, seg_decay,
-              clip_value, lr, beta1, beta2, eps, step, mu, mu_next, mu_product) -> None:
+              clip_value, lr, beta1, beta2, eps, step, mu, mu_next, mu_product, status=None) -> None:
         """torch NAdam, with the momentum schedule ``mu_t`` computed by the caller and
         ``mu_product = prod_{k<=t} mu_k``: ``g += wd p``; ``m``, ``v`` as in Adam;
         ``denom = sqrt(v / (1 - beta2^t)) + eps``;
         ``p -= lr (1 - mu) / (1 - mu_product) g / denom``;
         ``p -= lr mu_next / (1 - mu_product mu_next) m / denom``."""
+
+    # ---------------------------------------------------- decisions of a step
+    # What the trainer decides between the backward and the update, and the metrics it
+    # keeps, are ops too: on the GPU a step then never waits for the host.
+    def guard_update(self, total, sq_norms, clip_norm, clip_global_norm, step, sticky,
+                     seg_scale, status) -> None:
+        """Finite check and clip scales of update ``step`` (0-based), on the device.
+
+        ``total[0]`` is the step's reduced loss, ``sq_norms`` (S,) float64 the squared
+        norms of :meth:`grad_sq_norms`. In order:
+
+        * an earlier bad step is recorded (``status[GUARD_BAD_STEP] != 0``):
+          ``status[GUARD_SKIP] = 1`` and nothing else changes (the sticky flag: every
+          later update is a no-op until the host reads and clears the record);
+        * ``total[0]`` or ``sum(sq_norms)`` is NaN or Inf: ``status[GUARD_SKIP] = 1``
+          and, when ``sticky``, ``status[GUARD_BAD_STEP] = step + 1`` and
+          ``status[GUARD_REASON] = REASON_LOSS`` (the loss) or ``REASON_GRADIENT``;
+        * otherwise ``status[GUARD_SKIP] = 0`` and ``seg_scale[s] = c_s * g`` with
+          ``c_s = min(1, clip_norm / sqrt(sq_s))`` (1 where ``sq_s == 0``) and
+          ``g = min(1, clip_global_norm / (sqrt(sum_s c_s^2 sq_s) + CLIP_NORM_EPS))``
+          (torch clip_grad_norm_); ``inf`` disables either clip (the scale is then 1).
+        """
+
+    def metric_sums(self, kind, threshold, scores, targets, sums) -> None:
+        """Add a batch to a streaming metric: ``sums[0] += total``, ``sums[1] += count``.
+
+        ``scores`` (N, K) are logits; ``targets`` class indices (N,) int64 or (N, K)
+        rows of the scores' dtype; ``sums`` (2,) float64.
+
+        * METRIC_ACCURACY: K > 1: rows where ``argmax(scores_i)`` (the first maximum)
+          equals ``targets_i`` (or ``argmax(targets_i)`` for rows); K == 1:
+          ``(scores_i > threshold) == (targets_i > 0.5)``; count N.
+        * METRIC_SQUARED_ERROR / METRIC_ABSOLUTE_ERROR: ``sum (x - t)^2`` / ``sum |x - t|``
+          over (N, K) targets; count N K.
+        * METRIC_CROSS_ENTROPY on logits: K > 1: ``-log softmax(x_i)[y_i]`` or
+          ``-sum_k t_ik log softmax(x_i)_k``; K == 1: the sigmoid BCE of
+          :meth:`binary_cross_entropy`; count N.
+        """

@@ -708,3 +708,275 @@ def test_checkpoint_mismatch_is_rejected(tmp_path, backend_name):
     with pytest.raises(ValueError, match="optimizer"):
         engine.Trainer(same_arch, optimizer=engine.SGD(lr=0.1)).load_checkpoint(tmp_path / "c.npz")
     assert_weights_equal(same_arch.get_weights(), w0)
+
+
+# ------------------------------------------------- decisions on the device (issue 7)
+# These tests overflow on purpose: NumPy's RuntimeWarnings are expected there.
+overflows = pytest.mark.filterwarnings("ignore::RuntimeWarning")
+
+BAD_STEP = 28  # in the second epoch of 20 batches
+EXPLODING_OPTIMIZERS = {
+    # lr 1e30 at the update before BAD_STEP: finite weights ~1e30, whose float32 forward overflows
+    "adam": lambda: engine.Adam(lr=lambda s: 1e30 if s == BAD_STEP - 1 else 1e-2),
+    "nadam": lambda: engine.NAdam(lr=lambda s: 1e30 if s == BAD_STEP - 1 else 1e-2),
+    "sgd_momentum": lambda: engine.SGD(lr=lambda s: 1e30 if s == BAD_STEP - 1 else 1e-2, momentum=0.9),
+}
+
+
+def trainer_state(trainer):
+    state = trainer.optimizer.state_dict()
+    return trainer.model.get_weights(), state["iterations"], state["scalars"], state["arrays"]
+
+
+def assert_same_state(a, b):
+    weights_a, iterations_a, scalars_a, arrays_a = a
+    weights_b, iterations_b, scalars_b, arrays_b = b
+    assert_weights_equal(weights_a, weights_b)
+    assert iterations_a == iterations_b
+    assert scalars_a == scalars_b
+    assert arrays_a.keys() == arrays_b.keys()
+    for name in arrays_a:
+        np.testing.assert_array_equal(arrays_a[name], arrays_b[name], err_msg=name)
+
+
+class LossesSeen(engine.callbacks.Callback):
+    def __init__(self):
+        self.losses = []
+
+    def on_batch_end(self, batch, logs=None):
+        self.losses.append(logs["loss"])
+
+
+@overflows
+@pytest.mark.parametrize("opt", sorted(EXPLODING_OPTIMIZERS))
+@pytest.mark.parametrize("reads", ["epoch_end", "progress_bar", "batch_callback"])
+def test_fit_raises_for_the_first_bad_step_as_train_step_does(opt, reads, backend_name):
+    """fit reads the device's record only now and then; the sticky flag makes every update
+    after the bad one a no-op, so the error names exactly that update and leaves weights,
+    optimizer state and update count as train_step would have left them."""
+    X, y = classification(n=40)
+    make = lambda: engine.Trainer(engine.MLP([5, 8, 3], seed=0, backend=backend_name),
+                                  optimizer=EXPLODING_OPTIMIZERS[opt]())
+    twin = make()
+    twin_losses = []
+    with pytest.raises(engine.NonFiniteError, match=rf"\bstep {BAD_STEP}\b") as twin_error:
+        for step in range(3 * 20):
+            b = step % 20
+            if step == BAD_STEP:
+                before = trainer_state(twin)
+            twin_losses.append(twin.train_step(X[2 * b:2 * b + 2], y[2 * b:2 * b + 2]))
+    assert len(twin_losses) == BAD_STEP
+    assert_same_state(trainer_state(twin), before)
+
+    trainer = make()
+    seen = LossesSeen()
+    with pytest.raises(engine.NonFiniteError, match=rf"\bstep {BAD_STEP}\b") as error:
+        trainer.fit(X, y, epochs=3, batch_size=2, shuffle=False, verbose=1 if reads == "progress_bar" else 0,
+                    callbacks=[seen] if reads == "batch_callback" else [])
+    assert str(error.value) == str(twin_error.value)  # the same reason and loss
+    assert_same_state(trainer_state(trainer), before)
+    assert trainer.optimizer.iterations == BAD_STEP
+    if reads == "batch_callback":  # every batch before the bad one, as train_step returned them
+        assert all(isinstance(loss, float) for loss in seen.losses)
+        assert seen.losses == twin_losses[:len(seen.losses)] and len(seen.losses) == BAD_STEP
+
+    # the record was cleared: with sane weights training goes on from update BAD_STEP
+    trainer.model.set_weights(engine.MLP([5, 8, 3], seed=0, backend=backend_name).get_weights())
+    trainer.train_step(X[:2], y[:2])
+    assert trainer.optimizer.iterations == BAD_STEP + 1
+
+
+@overflows
+def test_fit_error_after_an_unread_bad_update_names_the_bad_update(backend_name):
+    """The schedule fails at update 6 (NaN), before fit has read the record holding update 4's
+    overflow: the error that surfaces is the first one, raised from the schedule's."""
+    X, y = classification(n=40)
+    lr = lambda s: 1e30 if s == 3 else (1e-2 if s < 6 else float("nan"))
+    trainer = engine.Trainer(engine.MLP([5, 8, 3], seed=0, backend=backend_name), optimizer=engine.Adam(lr=lr))
+    with pytest.raises(engine.NonFiniteError, match=r"\bstep 4\b") as error:
+        trainer.fit(X, y, epochs=1, batch_size=2, shuffle=False, verbose=0)
+    assert isinstance(error.value.__cause__, ValueError) and "lr schedule" in str(error.value.__cause__)
+    assert trainer.optimizer.iterations == 4
+
+
+def _regression_with_bad_batches(dtype, bad_batches, batch=4, n_batches=5):
+    X, y = regression(n=batch * n_batches, d=4, k=2)
+    for b in bad_batches:  # finite inputs whose squared error overflows the dtype
+        X[b * batch:(b + 1) * batch] *= float(np.finfo(dtype).max) ** 0.75
+    return X, y
+
+
+@overflows
+@pytest.mark.parametrize("make_opt", [lambda: engine.AdamW(lr=1e-2), lambda: engine.NAdam(lr=1e-2)],
+                         ids=["adamw", "nadam"])
+def test_skip_mode_counts_only_the_updates_made(make_opt, backend_name, dtype):
+    """Skipped updates are not counted: Adam's bias correction, NAdam's momentum product and
+    the dropout keys of later steps are those of a run that never saw the bad batches."""
+    bad = (1, 3)
+    X, y = _regression_with_bad_batches(dtype, bad)
+    make = lambda: engine.Trainer(engine.MLP([4, 6, 2], dropout=0.3, seed=0, backend=backend_name, dtype=dtype),
+                                  loss="mse", optimizer=make_opt(), metrics=(), on_nonfinite="skip")
+    trainer = make()
+    history = trainer.fit(X, y, epochs=2, batch_size=4, shuffle=False, verbose=0)
+    assert trainer.optimizer.iterations == 2 * 3
+    assert all(math.isinf(v) or math.isnan(v) for v in history.history["loss"])  # bad batches' losses count
+
+    twin = make()
+    for _ in range(2):
+        for b in range(5):
+            loss = twin.train_step(X[4 * b:4 * b + 4], y[4 * b:4 * b + 4])
+            assert math.isfinite(loss) != (b in bad)
+    assert twin.optimizer.iterations == 6
+    good = make()
+    for _ in range(2):
+        for b in (0, 2, 4):
+            good.train_step(X[4 * b:4 * b + 4], y[4 * b:4 * b + 4])
+    assert_same_state(trainer_state(trainer), trainer_state(good))
+    assert_same_state(trainer_state(twin), trainer_state(good))
+
+
+METRIC_CASES = {
+    # (sizes, loss, metrics, targets from (X, class labels))
+    "classes": ([5, 8, 3], "cross_entropy", ("accuracy", "cross_entropy"), lambda X, c: c),
+    "one_hot": ([5, 8, 3], "cross_entropy", ("accuracy", "cross_entropy"), lambda X, c: np.eye(3)[c]),
+    "binary": ([5, 8, 1], "binary_cross_entropy", ("accuracy", "cross_entropy"), lambda X, c: (c == 1) * 1.0),
+    "regression": ([5, 8, 2], "mse", ("mse", "mae"), lambda X, c: X[:, :2] * 2.0 - 1.0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(METRIC_CASES))
+def test_fit_and_evaluate_metrics_equal_the_host_metrics(case, backend_name):
+    sizes, loss, names, targets = METRIC_CASES[case]
+    X, c = classification(n=45)
+    y = targets(X, c)
+    make = lambda: engine.Trainer(engine.MLP(sizes, seed=0, backend=backend_name, dtype="float64"), loss=loss,
+                                  optimizer=engine.SGD(lr=0.3), metrics=names)
+    trainer = make()
+    history = trainer.fit(X, y, epochs=2, batch_size=7, shuffle=False, verbose=0).history
+    assert all(m.device_kind(np.asarray(y, dtype=np.float64 if y.ndim == 2 else np.int64)) is not None
+               for m in trainer.metrics)  # these run on the device
+
+    twin = make()
+    for epoch in range(2):
+        host = [engine.metrics.get(name) for name in names]
+        for start in range(0, 45, 7):
+            xb, yb = X[start:start + 7], y[start:start + 7]
+            logits = logits_of(twin.model, xb)
+            for m in host:
+                m.update(yb, logits)
+            twin.train_step(xb, yb)
+        for m in host:
+            assert history[m.name][epoch] == pytest.approx(m.compute(), rel=1e-12), (m.name, epoch)
+    result = trainer.evaluate(X, y, batch_size=7)
+    logits = logits_of(trainer.model, X)
+    for name in names:
+        m = engine.metrics.get(name)
+        m.update(y, logits)
+        assert result[name] == pytest.approx(m.compute(), rel=1e-12), name
+
+
+def test_metric_device_kinds():
+    classes, rows = np.zeros(3, np.int64), np.zeros((3, 2))
+    Metrics = engine.metrics
+    assert Metrics.Accuracy().device_kind(classes)[1] == 0.0
+    assert Metrics.Accuracy(from_logits=False).device_kind(rows)[1] == 0.5
+    assert Metrics.CrossEntropy().device_kind(classes) is not None
+    assert Metrics.CrossEntropy(from_logits=False).device_kind(rows) is None
+    assert Metrics.MSE().device_kind(rows) is not None and Metrics.MAE().device_kind(rows) is not None
+    assert Metrics.MSE().device_kind(classes) is None
+
+    class Top2(Metrics.Accuracy):  # its own update: the device's accuracy is not it
+        def update(self, y_true, y_pred):
+            self._add(np.count_nonzero((np.argsort(y_pred, axis=1)[:, -2:] == y_true[:, None]).any(axis=1)),
+                      len(y_true))
+
+    class Named(Metrics.MSE):  # inherits update, and so its device kind
+        name = "named"
+
+    assert Top2().device_kind(classes) is None
+    assert Named().device_kind(rows) == Metrics.MSE().device_kind(rows)
+    assert Metrics.Mean().device_kind(rows) is None
+
+
+def test_custom_metrics_keep_the_host_path(backend_name):
+    class MeanTopLogit(engine.metrics.Metric):
+        name = "top_logit"
+
+        def update(self, y_true, y_pred):
+            assert isinstance(y_pred, np.ndarray)  # a host array
+            self._add(np.max(y_pred, axis=1).sum(), len(y_pred))
+
+    class Top2(engine.metrics.Accuracy):
+        name = "top2"
+
+        def update(self, y_true, y_pred):
+            top2 = np.argsort(y_pred, axis=1)[:, -2:]
+            self._add(np.count_nonzero((top2 == np.asarray(y_true)[:, None]).any(axis=1)), len(y_pred))
+
+    X, y = classification(n=30, k=4)
+    model = engine.MLP([5, 8, 4], seed=0, backend=backend_name, dtype="float64")
+    trainer = engine.Trainer(model, optimizer=engine.SGD(lr=0.0), metrics=("accuracy", MeanTopLogit(), Top2()))
+    history = trainer.fit(X, y, epochs=1, batch_size=8, verbose=0).history
+    logits = logits_of(model, X)  # lr 0: the same logits at every step
+    top2 = np.argsort(logits, axis=1)[:, -2:]
+    expected = {"accuracy": np.mean(logits.argmax(axis=1) == y), "top_logit": logits.max(axis=1).mean(),
+                "top2": np.mean((top2 == y[:, None]).any(axis=1))}
+    assert expected["top2"] > expected["accuracy"]
+    for name, value in expected.items():
+        assert history[name][0] == pytest.approx(value, rel=1e-12), name
+        assert trainer.evaluate(X, y)[name] == pytest.approx(value, rel=1e-12), name
+
+
+def test_batch_callback_gets_the_losses_train_step_returns(backend_name, dtype):
+    X, y = classification(n=50)
+    make = lambda: engine.Trainer(engine.MLP([5, 8, 3], seed=0, backend=backend_name, dtype=dtype),
+                                  optimizer=engine.AdamW(lr=1e-2))
+    seen = LossesSeen()
+    make().fit(X, y, epochs=2, batch_size=16, shuffle=False, verbose=0, callbacks=[seen])
+    twin = make()
+    expected = [twin.train_step(X[s:s + 16], y[s:s + 16]) for _ in range(2) for s in range(0, 50, 16)]
+    assert all(type(loss) is float for loss in seen.losses)
+    assert seen.losses == expected
+
+
+class _Reads:
+    """Counts the backend's to_host calls (each a wait for the device on a GPU)."""
+
+    def __init__(self, monkeypatch, k):
+        self.count = 0
+        original = k.to_host
+
+        def to_host(array):
+            self.count += 1
+            return original(array)
+
+        monkeypatch.setattr(k, "to_host", to_host)
+
+
+@pytest.mark.parametrize("verbose", [0, 1])
+def test_fit_reads_the_device_only_at_progress_updates(verbose, backend_name, monkeypatch):
+    X, y = classification(n=100)
+    trainer = engine.Trainer(engine.MLP([5, 8, 3], seed=0, backend=backend_name), metrics=("accuracy",
+                                                                                         "cross_entropy"))
+    reads = _Reads(monkeypatch, trainer.model._k)
+    trainer.fit(X, y, epochs=2, batch_size=2, verbose=verbose)  # 50 batches an epoch
+    progress = len([b for b in range(50) if b % 16 == 0 or b == 49])  # 0, 16, 32, 48, 49
+    assert reads.count == 2 * (1 + (progress if verbose == 1 else 0))
+    reads.count = 0
+    trainer.evaluate(X, y, batch_size=7)
+    assert reads.count == 1
+    reads.count = 0
+    trainer.train_step(X, y)
+    assert reads.count == 1
+
+
+def test_evaluate_ignore_index_means_over_kept_rows(backend_name):
+    X, y = classification(n=20, k=4)
+    y[[1, 5, 6, 13]] = -100
+    model = engine.MLP([5, 6, 4], seed=0, backend=backend_name, dtype="float64")
+    trainer = engine.Trainer(model, loss=engine.SoftmaxCrossEntropy(ignore_index=-100), metrics=())
+    kept = y != -100
+    expected = cross_entropy(logits_of(model, X[kept]), y[kept])
+    assert trainer.evaluate(X, y, batch_size=3)["loss"] == pytest.approx(expected, rel=1e-12)
+    with np.errstate(invalid="ignore"):
+        assert math.isnan(trainer.evaluate(X, np.full(20, -100), batch_size=3)["loss"])

@@ -34,3 +34,7 @@ def zeros(shape, dtype):
 
 def copy_into(dst, src):
     np.copyto(dst, src)
+
+
+def take_rows(src, index, out):
+    np.take(src, index, axis=0, out=out)

@@ -73,6 +73,11 @@ composite = functools.partial(njit, cache=True, error_model="numpy")
 # they call count references of a null MemInfo, which NRT skips.
 _SERIAL_OPTIONS = {"_nrt": False} if hasattr(CPUTargetOptions, "_nrt") else {}
 
+small_kernel = functools.partial(njit, cache=True, error_model="numpy", **_SERIAL_OPTIONS)
+"""A serial kernel of little work (a few segments, one pass over a batch's logits): no
+thread pool to wake, no reference counting (so it must not allocate), and no fastmath,
+so that it rounds as the reference does."""
+
 
 def _parallel_kernel(function):
     """``function`` compiled with its ``prange`` loops, and only those, in parallel.

@@ -8,7 +8,9 @@ allocation of a few bytes per call, in exchange for no scratch buffer to manage.
 ``losses`` or ``grad`` given as None become a 0-size stand-in and a False flag, so
 each kernel is compiled once per dtype rather than once per combination of outputs.
 Every kernel comes serial and parallel (:func:`kernels.cpu.jit.serial_and_parallel`),
-and takes its scalars as Python numbers, rounding them to the dtype itself.
+and takes its scalars as Python numbers, rounding them to the dtype itself. The
+wrappers return the reduced loss, or write it to ``total[0]`` when that is given (here
+the device is the host, so that costs a store).
 """
 import functools
 import math
@@ -66,6 +68,15 @@ def _class_weights(label_smoothing, k, like):
     keep, off = _smoothing(label_smoothing, k, like)
     on = keep + off
     return on, off, np.float64(on) + (k - 1) * np.float64(off)
+
+
+def _deliver(loss, total):
+    """The loss as spec.Backend's losses return it: the float, or None once written to
+    ``total[0]`` when that is given."""
+    if total is None:
+        return loss
+    total[0] = loss
+    return None
 
 
 @scalar
@@ -234,7 +245,8 @@ _CROSS_ENTROPY_CLASSES = serial_and_parallel(_build_cross_entropy_classes)
 _CROSS_ENTROPY_DENSE = serial_and_parallel(_build_cross_entropy_dense)
 
 
-def softmax_cross_entropy(logits, targets, label_smoothing, ignore_index, reduction, losses, grad):
+def softmax_cross_entropy(logits, targets, label_smoothing, ignore_index, reduction, losses, grad,
+                          total=None):
     losses, want_losses = _output(losses, logits.dtype, 1)
     grad, want_grad = _output(grad, logits.dtype, 2)
     parallel = logits.size >= PARALLEL_MIN_WORK
@@ -245,9 +257,10 @@ def softmax_cross_entropy(logits, targets, label_smoothing, ignore_index, reduct
         if bad:
             raise IndexError(f"{bad} class targets outside [0, {logits.shape[1]}) that are not "
                              "ignore_index")
-        return loss
-    return _CROSS_ENTROPY_DENSE[parallel](logits, targets, label_smoothing, reduction == spec.MEAN,
-                                          losses, want_losses, grad, want_grad)
+        return _deliver(loss, total)
+    return _deliver(_CROSS_ENTROPY_DENSE[parallel](logits, targets, label_smoothing,
+                                                   reduction == spec.MEAN, losses, want_losses,
+                                                   grad, want_grad), total)
 
 
 # ------------------------------------------------------------------ elementwise losses
@@ -306,7 +319,7 @@ def _flat(array):
     return array.reshape(-1)
 
 
-def _elementwise_loss(kind, pred, targets, delta, reduction, losses, grad):
+def _elementwise_loss(kind, pred, targets, delta, reduction, losses, grad, total):
     flat_losses, want_losses = _output(None if losses is None else _flat(losses), pred.dtype, 1)
     flat_grad, want_grad = _output(None if grad is None else _flat(grad), pred.dtype, 1)
     loss = _elementwise_kernels(kind)[pred.size >= PARALLEL_MIN_WORK](
@@ -316,16 +329,16 @@ def _elementwise_loss(kind, pred, targets, delta, reduction, losses, grad):
     for out, flat in ((losses, flat_losses), (grad, flat_grad)):
         if out is not None and not np.may_share_memory(out, flat):
             out[...] = flat.reshape(out.shape)
-    return loss
+    return _deliver(loss, total)
 
 
-def binary_cross_entropy(logits, targets, reduction, losses, grad):
-    return _elementwise_loss(_BCE, logits, targets, 0.0, reduction, losses, grad)
+def binary_cross_entropy(logits, targets, reduction, losses, grad, total=None):
+    return _elementwise_loss(_BCE, logits, targets, 0.0, reduction, losses, grad, total)
 
 
-def mse(pred, targets, reduction, losses, grad):
-    return _elementwise_loss(_MSE, pred, targets, 0.0, reduction, losses, grad)
+def mse(pred, targets, reduction, losses, grad, total=None):
+    return _elementwise_loss(_MSE, pred, targets, 0.0, reduction, losses, grad, total)
 
 
-def huber(pred, targets, delta, reduction, losses, grad):
-    return _elementwise_loss(_HUBER, pred, targets, delta, reduction, losses, grad)
+def huber(pred, targets, delta, reduction, losses, grad, total=None):
+    return _elementwise_loss(_HUBER, pred, targets, delta, reduction, losses, grad, total)

@@ -22,6 +22,7 @@ import math
 import numpy as np
 from numba import prange
 
+from .. import spec
 from .jit import PARALLEL_MIN_WORK, inline, row_loop, scalar, serial_and_parallel
 from .vecmath import cast_like, cast_to, clear
 
@@ -214,9 +215,13 @@ def _update_kernels(kind):
 
 
 def _run(kind, params, grads, s1, s2, s3, offsets, seg_scale, seg_decay, clip_value, constants,
-         flags):
+         flags, status):
     """Run the kernel of ``kind`` on state buffers s1..s3 (None where unused: params,
-    never touched, stands in); ``constants``: up to 8 floats."""
+    never touched, stands in); ``constants``: up to 8 floats. Nothing runs when
+    guard_update's ``status`` skips the update: read here, in Python, since on the CPU
+    the record is host memory and the test costs less than passing it to the kernel."""
+    if status is not None and status[_SKIP] != 0:
+        return
     _UPDATES[kind][params.size >= PARALLEL_MIN_WORK](
         params, grads, params if s1 is None else s1, params if s2 is None else s2,
         params if s3 is None else s3, np.asarray(offsets, dtype=np.int64),
@@ -226,6 +231,7 @@ def _run(kind, params, grads, s1, s2, s3, offsets, seg_scale, seg_decay, clip_va
 
 _UPDATES = tuple(_update_kernels(kind) for kind in range(6))  # by kind; compiled on first call
 _NO_CONSTANTS = (0.0,) * 8
+_SKIP = spec.GUARD_SKIP
 
 
 @row_loop
@@ -285,44 +291,46 @@ def grad_sq_norms(grads, offsets, clip_value, out):
 
 
 def sgd(params, grads, momentum_buf, offsets, seg_scale, seg_decay, clip_value,
-        lr, momentum, dampening, nesterov, first_step):
+        lr, momentum, dampening, nesterov, first_step, status=None):
     _run(_SGD, params, grads, momentum_buf, None, None, offsets, seg_scale, seg_decay, clip_value,
-         (lr, momentum, 1.0 - dampening), (momentum != 0.0, bool(nesterov), bool(first_step)))
+         (lr, momentum, 1.0 - dampening), (momentum != 0.0, bool(nesterov), bool(first_step)),
+         status)
 
 
-def adagrad(params, grads, state_sum, offsets, seg_scale, seg_decay, clip_value, lr, eps):
+def adagrad(params, grads, state_sum, offsets, seg_scale, seg_decay, clip_value, lr, eps,
+            status=None):
     _run(_ADAGRAD, params, grads, state_sum, None, None, offsets, seg_scale, seg_decay,
-         clip_value, (lr, eps), ())
+         clip_value, (lr, eps), (), status)
 
 
 def rmsprop(params, grads, square_avg, grad_avg, momentum_buf, offsets, seg_scale, seg_decay,
-            clip_value, lr, alpha, eps, momentum, centered):
+            clip_value, lr, alpha, eps, momentum, centered, status=None):
     _run(_RMSPROP, params, grads, square_avg, grad_avg, momentum_buf, offsets, seg_scale,
          seg_decay, clip_value, (lr, alpha, 1.0 - alpha, eps, momentum),
-         (bool(centered), momentum > 0.0))
+         (bool(centered), momentum > 0.0), status)
 
 
 def adadelta(params, grads, square_avg, acc_delta, offsets, seg_scale, seg_decay, clip_value,
-             lr, rho, eps):
+             lr, rho, eps, status=None):
     _run(_ADADELTA, params, grads, square_avg, acc_delta, None, offsets, seg_scale, seg_decay,
-         clip_value, (lr, rho, 1.0 - rho, eps), ())
+         clip_value, (lr, rho, 1.0 - rho, eps), (), status)
 
 
 def adam(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, offsets, seg_scale, seg_decay,
-         clip_value, lr, beta1, beta2, eps, step, decoupled, amsgrad):
+         clip_value, lr, beta1, beta2, eps, step, decoupled, amsgrad, status=None):
     bias_correction1 = 1.0 - beta1**step
     bias_correction2 = 1.0 - beta2**step
     _run(_ADAM, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, offsets, seg_scale,
          seg_decay, clip_value,
          (lr, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, lr / bias_correction1,
           math.sqrt(bias_correction2)),
-         (bool(decoupled), bool(amsgrad)))
+         (bool(decoupled), bool(amsgrad)), status)
 
 
 def nadam(params, grads, exp_avg, exp_avg_sq, offsets, seg_scale, seg_decay, clip_value,
-          lr, beta1, beta2, eps, step, mu, mu_next, mu_product):
+          lr, beta1, beta2, eps, step, mu, mu_next, mu_product, status=None):
     _run(_NADAM, params, grads, exp_avg, exp_avg_sq, None, offsets, seg_scale, seg_decay,
          clip_value,
          (beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, 1.0 - beta2**step,
           lr * (1.0 - mu) / (1.0 - mu_product), lr * mu_next / (1.0 - mu_product * mu_next)),
-         ())
+         (), status)

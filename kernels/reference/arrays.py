@@ -20,3 +20,7 @@ def zeros(shape, dtype):
 
 def copy_into(dst, src):
     dst[...] = src
+
+
+def take_rows(src, index, out):
+    np.take(src, index, axis=0, out=out)

@@ -4,15 +4,16 @@ import numpy as np
 from .. import spec
 
 
-def _reduce(per_sample, count, reduction, losses, grad, grad_of_sum):
-    """Write the outputs of a loss and return its reduced value.
+def _reduce(per_sample, count, reduction, losses, grad, grad_of_sum, total):
+    """Write the outputs of a loss and return its reduced value (None when ``total`` is
+    given: the value goes to ``total[0]``).
 
     ``count`` is what MEAN divides by; ``grad_of_sum`` is d(sum of per_sample)/d(pred).
     A MEAN over nothing (every row ignored) is NaN, as in torch, with a zero gradient.
     """
     if losses is not None:
         losses[...] = per_sample
-    total = float(per_sample.sum(dtype=np.float64))
+    summed = float(per_sample.sum(dtype=np.float64))
     if reduction != spec.MEAN:
         scale = 1.0
     else:
@@ -20,8 +21,13 @@ def _reduce(per_sample, count, reduction, losses, grad, grad_of_sum):
     if grad is not None:
         grad[...] = grad_of_sum * grad.dtype.type(scale)
     if reduction != spec.MEAN:
-        return total
-    return total / count if count else float("nan")
+        value = summed
+    else:
+        value = summed / count if count else float("nan")
+    if total is None:
+        return value
+    total[0] = value
+    return None
 
 
 def _log_softmax(logits):
@@ -29,7 +35,8 @@ def _log_softmax(logits):
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 
-def softmax_cross_entropy(logits, targets, label_smoothing, ignore_index, reduction, losses, grad):
+def softmax_cross_entropy(logits, targets, label_smoothing, ignore_index, reduction, losses, grad,
+                          total=None):
     n, k = logits.shape
     log_p = _log_softmax(logits)
     if targets.ndim == 1:
@@ -44,23 +51,23 @@ def softmax_cross_entropy(logits, targets, label_smoothing, ignore_index, reduct
         count = n
     per_row = -(t * log_p).sum(axis=1)
     grad_of_sum = np.exp(log_p) * t.sum(axis=1, keepdims=True) - t
-    return _reduce(per_row, count, reduction, losses, grad, grad_of_sum)
+    return _reduce(per_row, count, reduction, losses, grad, grad_of_sum, total)
 
 
-def binary_cross_entropy(logits, targets, reduction, losses, grad):
+def binary_cross_entropy(logits, targets, reduction, losses, grad, total=None):
     per_element = np.maximum(logits, 0) - logits * targets + np.log1p(np.exp(-np.abs(logits)))
     e = np.exp(-np.abs(logits))
     sigmoid = np.where(logits >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-    return _reduce(per_element, logits.size, reduction, losses, grad, sigmoid - targets)
+    return _reduce(per_element, logits.size, reduction, losses, grad, sigmoid - targets, total)
 
 
-def mse(pred, targets, reduction, losses, grad):
+def mse(pred, targets, reduction, losses, grad, total=None):
     d = pred - targets
-    return _reduce(d * d, pred.size, reduction, losses, grad, 2.0 * d)
+    return _reduce(d * d, pred.size, reduction, losses, grad, 2.0 * d, total)
 
 
-def huber(pred, targets, delta, reduction, losses, grad):
+def huber(pred, targets, delta, reduction, losses, grad, total=None):
     d = pred - targets
     a = np.abs(d)
     per_element = np.where(a < delta, 0.5 * d * d, delta * (a - 0.5 * delta))
-    return _reduce(per_element, pred.size, reduction, losses, grad, np.clip(d, -delta, delta))
+    return _reduce(per_element, pred.size, reduction, losses, grad, np.clip(d, -delta, delta), total)

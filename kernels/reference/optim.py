@@ -3,6 +3,8 @@ import math
 
 import numpy as np
 
+from .. import spec
+
 
 def _per_element(values, offsets, dtype):
     """Expand one value per segment to one value per element."""
@@ -11,6 +13,11 @@ def _per_element(values, offsets, dtype):
 
 def _effective_grad(grads, offsets, seg_scale, clip_value):
     return np.clip(grads, -clip_value, clip_value) * _per_element(seg_scale, offsets, grads.dtype)
+
+
+def _skipped(status):
+    """Whether guard_update's record says this update changes nothing."""
+    return status is not None and status[spec.GUARD_SKIP] != 0
 
 
 def _decay(params, offsets, seg_decay):
@@ -24,7 +31,9 @@ def grad_sq_norms(grads, offsets, clip_value, out):
 
 
 def sgd(params, grads, momentum_buf, offsets, seg_scale, seg_decay, clip_value,
-        lr, momentum, dampening, nesterov, first_step):
+        lr, momentum, dampening, nesterov, first_step, status=None):
+    if _skipped(status):
+        return
     g = _effective_grad(grads, offsets, seg_scale, clip_value) + _decay(params, offsets, seg_decay) * params
     if momentum != 0.0:
         if first_step:
@@ -35,14 +44,19 @@ def sgd(params, grads, momentum_buf, offsets, seg_scale, seg_decay, clip_value,
     params -= lr * g
 
 
-def adagrad(params, grads, state_sum, offsets, seg_scale, seg_decay, clip_value, lr, eps):
+def adagrad(params, grads, state_sum, offsets, seg_scale, seg_decay, clip_value, lr, eps,
+            status=None):
+    if _skipped(status):
+        return
     g = _effective_grad(grads, offsets, seg_scale, clip_value) + _decay(params, offsets, seg_decay) * params
     state_sum += g * g
     params -= lr * g / (np.sqrt(state_sum) + eps)
 
 
 def rmsprop(params, grads, square_avg, grad_avg, momentum_buf, offsets, seg_scale, seg_decay,
-            clip_value, lr, alpha, eps, momentum, centered):
+            clip_value, lr, alpha, eps, momentum, centered, status=None):
+    if _skipped(status):
+        return
     g = _effective_grad(grads, offsets, seg_scale, clip_value) + _decay(params, offsets, seg_decay) * params
     square_avg[...] = alpha * square_avg + (1.0 - alpha) * g * g
     if centered:
@@ -58,7 +72,9 @@ def rmsprop(params, grads, square_avg, grad_avg, momentum_buf, offsets, seg_scal
 
 
 def adadelta(params, grads, square_avg, acc_delta, offsets, seg_scale, seg_decay, clip_value,
-             lr, rho, eps):
+             lr, rho, eps, status=None):
+    if _skipped(status):
+        return
     g = _effective_grad(grads, offsets, seg_scale, clip_value) + _decay(params, offsets, seg_decay) * params
     square_avg[...] = rho * square_avg + (1.0 - rho) * g * g
     delta = np.sqrt(acc_delta + eps) / np.sqrt(square_avg + eps) * g
@@ -67,7 +83,9 @@ def adadelta(params, grads, square_avg, acc_delta, offsets, seg_scale, seg_decay
 
 
 def adam(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, offsets, seg_scale, seg_decay,
-         clip_value, lr, beta1, beta2, eps, step, decoupled, amsgrad):
+         clip_value, lr, beta1, beta2, eps, step, decoupled, amsgrad, status=None):
+    if _skipped(status):
+        return
     g = _effective_grad(grads, offsets, seg_scale, clip_value)
     wd = _decay(params, offsets, seg_decay)
     if decoupled:
@@ -87,7 +105,9 @@ def adam(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, offsets, seg_scale,
 
 
 def nadam(params, grads, exp_avg, exp_avg_sq, offsets, seg_scale, seg_decay, clip_value,
-          lr, beta1, beta2, eps, step, mu, mu_next, mu_product):
+          lr, beta1, beta2, eps, step, mu, mu_next, mu_product, status=None):
+    if _skipped(status):
+        return
     g = _effective_grad(grads, offsets, seg_scale, clip_value) + _decay(params, offsets, seg_decay) * params
     exp_avg[...] = beta1 * exp_avg + (1.0 - beta1) * g
     exp_avg_sq[...] = beta2 * exp_avg_sq + (1.0 - beta2) * g * g
