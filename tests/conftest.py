@@ -1,4 +1,8 @@
-"""Shared fixtures: backends to test against the NumPy reference, dtypes, tolerances."""
+"""Shared fixtures: backends to test against the NumPy reference, dtypes, tolerances.
+
+The CUDA parametrisations carry the ``gpu`` marker: ``pytest -m gpu`` runs exactly them,
+and where no device answers they skip with kernels.cuda's reason (the missing piece).
+"""
 import importlib
 
 import numpy as np
@@ -7,7 +11,7 @@ import pytest
 import kernels.reference as reference
 
 # Fast backends, each tested op by op against kernels.reference.
-FAST_BACKENDS = ["cpu", "cuda"]
+FAST_BACKENDS = [pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.gpu)]
 
 # Per-dtype tolerances for comparing a backend with the reference: float32 ops agree
 # to a few units of rounding of their largest term, float64 far closer.
@@ -15,10 +19,16 @@ TOLERANCES = {np.float32: dict(rtol=2e-5, atol=2e-6), np.float64: dict(rtol=1e-1
 
 
 def load_backend(name):
-    """Import kernels.<name>, or skip the test saying why it cannot run here."""
+    """Import kernels.<name>, or skip the test saying why it cannot run here.
+
+    A missing dependency (numba, CuPy) or device skips; a module of the package itself
+    that cannot be found is a bug, and fails.
+    """
     try:
         module = importlib.import_module(f"kernels.{name}")
     except ImportError as error:
+        if isinstance(error, ModuleNotFoundError) and (error.name or "").startswith("kernels"):
+            raise
         pytest.skip(f"kernels.{name} cannot be imported here: {error}")
     unavailable = getattr(module, "unavailable_reason", lambda: None)()
     if unavailable:
@@ -43,7 +53,8 @@ def dtype(request):
 
 
 # Engine-level tests run on every backend that can run here, by engine backend name.
-ENGINE_BACKENDS = ["numpy", "numba", "cupy"]
+ENGINE_BACKENDS = [pytest.param("numpy"), pytest.param("numba"),
+                   pytest.param("cupy", marks=pytest.mark.gpu)]
 
 
 @pytest.fixture(params=ENGINE_BACKENDS)

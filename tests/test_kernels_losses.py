@@ -1,4 +1,8 @@
-"""Losses of the fast backends (value, per-sample losses, gradient) against kernels.reference."""
+"""Losses of the fast backends (value, per-sample losses, gradient) against kernels.reference.
+
+The fast backend gets its inputs through ``fast.to_device`` (views taken on its own
+arrays) and its outputs from ``fast.zeros``; results are compared on the host.
+"""
 import math
 
 import numpy as np
@@ -14,12 +18,18 @@ CE_SHAPES = [(1, 1), (7, 13), (33, 5), (1, 1000), (64, 10)]
 ELEMENT_SHAPES = [(1,), (1, 1), (7, 13), (1000,), (33, 5)]
 
 
+def to_backend(backend, *arrays):
+    """Host ``arrays`` as arrays of ``backend``, each in its own dtype (int64 targets too)."""
+    return [backend.to_device(a, a.dtype) for a in arrays]
+
+
 def run_loss(backend, op, pred, per_sample_shape, outputs, *args):
-    """(value, losses, grad) of ``op(pred, *args, losses, grad)``; absent outputs are None."""
+    """(value, losses, grad) of ``op(pred, *args, losses, grad)`` on arrays of ``backend``,
+    the outputs brought to the host; absent outputs are None."""
     losses = backend.zeros(per_sample_shape, pred.dtype) if outputs in ("both", "losses") else None
     grad = backend.zeros(pred.shape, pred.dtype) if outputs in ("both", "grad") else None
     value = getattr(backend, op)(pred, *args, losses, grad)
-    return value, losses, grad
+    return value, *(None if a is None else backend.to_host(a) for a in (losses, grad))
 
 
 def assert_loss_close(got, expected, dtype, what):
@@ -54,9 +64,10 @@ def test_cross_entropy_class_targets(fast, ref, dtype, shape, smoothing, reducti
     n, k = shape
     logits = logits_for(shape, dtype, seed=n * k)
     targets = class_targets(n, k, seed=1)
-    args = (targets, smoothing, spec.NO_IGNORE, reduction)
-    got = run_loss(fast, "softmax_cross_entropy", logits, (n,), outputs, *args)
-    expected = run_loss(ref, "softmax_cross_entropy", logits, (n,), outputs, *args)
+    args = (smoothing, spec.NO_IGNORE, reduction)
+    got = run_loss(fast, "softmax_cross_entropy", *to_backend(fast, logits), (n,), outputs,
+                   *to_backend(fast, targets), *args)
+    expected = run_loss(ref, "softmax_cross_entropy", logits, (n,), outputs, targets, *args)
     assert_loss_close(got, expected, dtype, f"{shape}")
 
 
@@ -67,9 +78,10 @@ def test_cross_entropy_ignore_index(fast, ref, dtype, ignore_index, smoothing, r
     logits = logits_for((50, 7), dtype, seed=3)
     targets = class_targets(50, 7, seed=4, ignore_index=ignore_index, ignored=0.3)
     assert (targets == ignore_index).any()
-    args = (targets, smoothing, ignore_index, reduction)
-    got = run_loss(fast, "softmax_cross_entropy", logits, (50,), "both", *args)
-    expected = run_loss(ref, "softmax_cross_entropy", logits, (50,), "both", *args)
+    args = (smoothing, ignore_index, reduction)
+    got = run_loss(fast, "softmax_cross_entropy", *to_backend(fast, logits), (50,), "both",
+                   *to_backend(fast, targets), *args)
+    expected = run_loss(ref, "softmax_cross_entropy", logits, (50,), "both", targets, *args)
     assert_loss_close(got, expected, dtype, f"ignore_index={ignore_index}")
     ignored = targets == ignore_index
     assert (got[1][ignored] == 0).all() and (got[2][ignored] == 0).all()
@@ -78,8 +90,9 @@ def test_cross_entropy_ignore_index(fast, ref, dtype, ignore_index, smoothing, r
 def test_cross_entropy_all_rows_ignored(fast, ref, dtype):
     logits = logits_for((4, 3), dtype, seed=5)
     targets = np.full(4, -100, np.int64)
+    logits_f, targets_f = to_backend(fast, logits, targets)
     for reduction in REDUCTIONS.values():
-        got = run_loss(fast, "softmax_cross_entropy", logits, (4,), "both", targets, 0.1, -100,
+        got = run_loss(fast, "softmax_cross_entropy", logits_f, (4,), "both", targets_f, 0.1, -100,
                        reduction)
         expected = run_loss(ref, "softmax_cross_entropy", logits, (4,), "both", targets, 0.1, -100,
                             reduction)
@@ -89,10 +102,10 @@ def test_cross_entropy_all_rows_ignored(fast, ref, dtype):
 
 
 def test_cross_entropy_target_out_of_range(fast):
-    logits = logits_for((3, 4), np.float32, seed=6)
+    logits, targets = to_backend(fast, logits_for((3, 4), np.float32, seed=6),
+                                 np.array([0, 4, 1], np.int64))
     with pytest.raises(IndexError):
-        fast.softmax_cross_entropy(logits, np.array([0, 4, 1]), 0.0, spec.NO_IGNORE, spec.MEAN,
-                                   None, None)
+        fast.softmax_cross_entropy(logits, targets, 0.0, spec.NO_IGNORE, spec.MEAN, None, None)
 
 
 @pytest.mark.parametrize("shape", CE_SHAPES, ids=str)
@@ -104,10 +117,13 @@ def test_cross_entropy_dense_targets(fast, ref, dtype, shape, normalised, smooth
     targets = np.random.default_rng(8).random(shape).astype(dtype)
     if normalised:
         targets /= targets.sum(axis=1, keepdims=True)
-    args = (targets, smoothing, spec.NO_IGNORE, reduction)
+    args = (smoothing, spec.NO_IGNORE, reduction)
+    logits_f, targets_f = to_backend(fast, logits, targets)
     for outputs in ("both", "neither"):
-        got = run_loss(fast, "softmax_cross_entropy", logits, (shape[0],), outputs, *args)
-        expected = run_loss(ref, "softmax_cross_entropy", logits, (shape[0],), outputs, *args)
+        got = run_loss(fast, "softmax_cross_entropy", logits_f, (shape[0],), outputs, targets_f,
+                       *args)
+        expected = run_loss(ref, "softmax_cross_entropy", logits, (shape[0],), outputs, targets,
+                            *args)
         assert_loss_close(got, expected, dtype, f"{shape}, {outputs}")
 
 
@@ -115,30 +131,33 @@ def test_cross_entropy_extreme_logits(fast, ref, dtype):
     """Far-apart logits in one row: exponentials underflow to subnormal and zero."""
     logits = np.array([[0.0, -50.0, -90.0, -110.0, -800.0, 30.0],
                        [1e-3, 0.0, -1e-3, 2e-3, 0.0, 0.0]], dtype)
-    targets = np.array([3, 0])
+    targets = np.array([3, 0], np.int64)
+    logits_f, targets_f = to_backend(fast, logits, targets)
     for smoothing in (0.0, 0.3):
-        args = (targets, smoothing, spec.NO_IGNORE, spec.SUM)
-        got = run_loss(fast, "softmax_cross_entropy", logits, (2,), "both", *args)
-        expected = run_loss(ref, "softmax_cross_entropy", logits, (2,), "both", *args)
+        args = (smoothing, spec.NO_IGNORE, spec.SUM)
+        got = run_loss(fast, "softmax_cross_entropy", logits_f, (2,), "both", targets_f, *args)
+        expected = run_loss(ref, "softmax_cross_entropy", logits, (2,), "both", targets, *args)
         assert_loss_close(got, expected, dtype, f"smoothing={smoothing}")
 
 
 def test_cross_entropy_strided_logits(fast, ref, dtype):
     wide = logits_for((20, 30), dtype, seed=9)
-    logits = wide[:, 5:16]  # rows not adjacent
     targets = class_targets(20, 11, seed=10)
-    args = (targets, 0.1, spec.NO_IGNORE, spec.MEAN)
-    got = run_loss(fast, "softmax_cross_entropy", logits, (20,), "both", *args)
-    expected = run_loss(ref, "softmax_cross_entropy", logits, (20,), "both", *args)
+    args = (0.1, spec.NO_IGNORE, spec.MEAN)
+    # Rows not adjacent, on either backend.
+    got = run_loss(fast, "softmax_cross_entropy", fast.to_device(wide, dtype)[:, 5:16], (20,),
+                   "both", *to_backend(fast, targets), *args)
+    expected = run_loss(ref, "softmax_cross_entropy", wide[:, 5:16], (20,), "both", targets, *args)
     assert_loss_close(got, expected, dtype, "strided logits")
 
 
 def test_cross_entropy_propagates_nan(fast):
     logits = logits_for((3, 5), np.float32, seed=11)
     logits[1, 2] = np.nan
-    losses, grad = np.zeros(3, np.float32), np.zeros((3, 5), np.float32)
-    value = fast.softmax_cross_entropy(logits, np.array([0, 1, 2]), 0.0, spec.NO_IGNORE, spec.MEAN,
-                                       losses, grad)
+    losses, grad = fast.zeros(3, np.float32), fast.zeros((3, 5), np.float32)
+    value = fast.softmax_cross_entropy(*to_backend(fast, logits, np.array([0, 1, 2], np.int64)),
+                                       0.0, spec.NO_IGNORE, spec.MEAN, losses, grad)
+    losses, grad = fast.to_host(losses), fast.to_host(grad)
     assert math.isnan(value) and np.isnan(losses[1]) and np.isnan(grad[1]).all()
     assert np.isfinite(losses[[0, 2]]).all() and np.isfinite(grad[[0, 2]]).all()
 
@@ -166,9 +185,9 @@ ELEMENT_LOSSES = {"binary_cross_entropy": ("binary_cross_entropy", ()), "mse": (
 def test_elementwise_losses(fast, ref, dtype, name, shape, reduction, outputs):
     op, extra = ELEMENT_LOSSES[name]
     pred, targets = element_inputs(op, shape, dtype, seed=len(shape) + shape[0])
-    args = (targets, *extra, reduction)
-    got = run_loss(fast, op, pred, shape, outputs, *args)
-    expected = run_loss(ref, op, pred, shape, outputs, *args)
+    pred_f, targets_f = to_backend(fast, pred, targets)
+    got = run_loss(fast, op, pred_f, shape, outputs, targets_f, *extra, reduction)
+    expected = run_loss(ref, op, pred, shape, outputs, targets, *extra, reduction)
     assert_loss_close(got, expected, dtype, f"{name} {shape}")
 
 
@@ -177,27 +196,31 @@ def test_elementwise_losses_large_and_strided(fast, ref, dtype, name):
     """Several parallel blocks, and non-contiguous inputs and outputs."""
     op, extra = ELEMENT_LOSSES[name]
     pred, targets = element_inputs(op, (300, 70), dtype, seed=12)
-    args = (targets, *extra, spec.MEAN)
-    got = run_loss(fast, op, pred, pred.shape, "both", *args)
-    expected = run_loss(ref, op, pred, pred.shape, "both", *args)
+    pred_f, targets_f = to_backend(fast, pred, targets)
+    got = run_loss(fast, op, pred_f, pred.shape, "both", targets_f, *extra, spec.MEAN)
+    expected = run_loss(ref, op, pred, pred.shape, "both", targets, *extra, spec.MEAN)
     assert_loss_close(got, expected, dtype, f"{name} (300, 70)")
 
-    pred_view, targets_view = pred[::2, 3:60], targets[::2, 3:60]
-    args = (targets_view, *extra, spec.SUM)
-    losses_base, grad_base = np.full((150, 80), 5.0, dtype), np.full((150, 80), 5.0, dtype)
+    # Views of the backend's own arrays: inputs every other row, outputs column slices.
+    losses_base, grad_base = (fast.to_device(np.full((150, 80), 5.0), dtype) for _ in range(2))
     losses, grad = losses_base[:, 10:67], grad_base[:, 10:67]
-    value = getattr(fast, op)(pred_view, *args, losses, grad)
-    expected = run_loss(ref, op, np.ascontiguousarray(pred_view), losses.shape, "both", *args)
-    assert_loss_close((value, losses, grad), expected, dtype, f"{name} strided")
+    value = getattr(fast, op)(pred_f[::2, 3:60], targets_f[::2, 3:60], *extra, spec.SUM, losses,
+                              grad)
+    expected = run_loss(ref, op, np.ascontiguousarray(pred[::2, 3:60]), (150, 57), "both",
+                        targets[::2, 3:60], *extra, spec.SUM)
+    losses_base, grad_base = fast.to_host(losses_base), fast.to_host(grad_base)
+    assert_loss_close((value, losses_base[:, 10:67], grad_base[:, 10:67]), expected, dtype,
+                      f"{name} strided")
     assert (losses_base[:, :10] == 5).all() and (grad_base[:, 67:] == 5).all()
 
 
 def test_elementwise_losses_propagate_nan(fast):
-    pred = np.array([0.5, np.nan, -2.0], np.float32)
-    targets = np.array([1.0, 0.0, 0.0], np.float32)
+    pred, targets = to_backend(fast, np.array([0.5, np.nan, -2.0], np.float32),
+                               np.array([1.0, 0.0, 0.0], np.float32))
     for op, extra in (("binary_cross_entropy", ()), ("mse", ()), ("huber", (1.0,))):
-        losses, grad = np.zeros(3, np.float32), np.zeros(3, np.float32)
+        losses, grad = fast.zeros(3, np.float32), fast.zeros(3, np.float32)
         value = getattr(fast, op)(pred, targets, *extra, spec.SUM, losses, grad)
+        losses, grad = fast.to_host(losses), fast.to_host(grad)
         assert math.isnan(value), op
         np.testing.assert_array_equal(np.isnan(losses), [False, True, False], err_msg=op)
         np.testing.assert_array_equal(np.isnan(grad), [False, True, False], err_msg=op)
@@ -235,7 +258,7 @@ def test_fast_exp_within_a_few_ulp(dtype):
 
 def test_parallel_kernels(parallel_cpu, ref):
     """The parallel (prange) loss kernels against the reference; float32 only, as in
-    test_kernels_dense.test_parallel_kernels."""
+    test_kernels_dense.test_parallel_kernels (CPU-only, on host arrays)."""
     dtype = np.float32
     logits = logits_for((64, 10), dtype, seed=30)
     targets = class_targets(64, 10, seed=31, ignore_index=3, ignored=0.2)

@@ -1,7 +1,9 @@
 """Optimizer updates and gradient norms of the fast backends against kernels.reference.
 
 Each optimizer runs a few steps from the same state on both backends; parameters and
-every state buffer must agree after each step, and ``grads`` must stay untouched.
+every state buffer must agree after each step, and ``grads`` must stay untouched. Every
+array a backend reads or writes (offsets and segment scales included) is one of its own,
+made by ``to_device``; results are compared on the host.
 """
 import math
 
@@ -41,7 +43,8 @@ def state_buffers(backend, n, dtype, names, fill=0.0):
 
 def run_steps(backend, op, sizes, dtype, clip_value, state_names, hyper, per_step, seed=0):
     """params and state after each of STEPS steps of ``op``; checks grads stay untouched."""
-    params, grads, offsets, seg_scale, seg_decay = flat_problem(sizes, dtype, seed)
+    params, grads, *segments = flat_problem(sizes, dtype, seed)
+    offsets, seg_scale, seg_decay = (backend.to_device(a, a.dtype) for a in segments)
     params = backend.to_device(params, dtype)
     state = state_buffers(backend, params.size, dtype, state_names)
     history = []
@@ -132,9 +135,12 @@ def test_optimizer_propagates_non_finite(fast):
     params, grads, offsets, seg_scale, seg_decay = flat_problem([10, 3], np.float32, seed=1)
     g = grads[0]
     g[2], g[11] = np.nan, np.inf
-    m, v = np.zeros_like(params), np.zeros_like(params)
+    params, g, offsets, seg_scale, seg_decay = (fast.to_device(a, a.dtype) for a in
+                                                (params, g, offsets, seg_scale, seg_decay))
+    m, v = fast.zeros(params.shape, np.float32), fast.zeros(params.shape, np.float32)
     fast.adam(params, g, m, v, None, offsets, seg_scale, seg_decay, math.inf, 1e-3, 0.9, 0.999,
               1e-8, 1, True, False)
+    params = fast.to_host(params)
     assert np.isnan(params[2]) and not np.isfinite(params[11])
     assert np.isfinite(np.delete(params, [2, 11])).all()
 
@@ -143,9 +149,11 @@ def test_optimizer_propagates_non_finite(fast):
 @pytest.mark.parametrize("clip", CLIPS)
 def test_grad_sq_norms(fast, ref, dtype, layout, clip):
     _, grads, offsets, _, _ = flat_problem(LAYOUTS[layout], dtype, seed=2)
-    got = np.full(len(offsets) - 1, -1.0)
+    # Both outputs start at -1, so that an element the op leaves unwritten shows.
+    got = fast.to_device(np.full(len(offsets) - 1, -1.0), np.float64)
     expected = np.full(len(offsets) - 1, -1.0)
-    fast.grad_sq_norms(fast.to_device(grads[0], dtype), offsets, CLIPS[clip], got)
+    fast.grad_sq_norms(fast.to_device(grads[0], dtype), fast.to_device(offsets, np.int64),
+                       CLIPS[clip], got)
     ref.grad_sq_norms(grads[0], offsets, CLIPS[clip], expected)
     # Sums of float64 squares of float32 values: both are exact to float64 rounding.
     np.testing.assert_allclose(fast.to_host(got), expected, rtol=1e-12, atol=0)
@@ -155,7 +163,8 @@ def test_grad_sq_norms(fast, ref, dtype, layout, clip):
 @pytest.mark.parametrize("name", ["sgd_nesterov", "adamw_amsgrad"])
 def test_parallel_kernels(parallel_cpu, ref, name):
     """The parallel (prange) update and norm kernels against the reference, on the
-    layout of several blocks; float32 only, as in test_kernels_dense.test_parallel_kernels."""
+    layout of several blocks; float32 only, as in test_kernels_dense.test_parallel_kernels
+    (CPU-only, on host arrays)."""
     dtype = np.float32
     op, state_names, hyper, per_step = OPTIMIZERS[name]
     args = (op, LAYOUTS["model"], dtype, CLIPS["clip"], state_names, hyper, per_step)

@@ -1,0 +1,57 @@
+// Shared by every kernel file of kernels/cuda and by the host C++ tests of the device
+// math (tests/cuda_host.py): the qualifiers that let a scalar function compile both as
+// CUDA device code (NVRTC, through CuPy) and as plain host C++ (g++), and the math
+// functions by type, so that templates over float and double call expf/exp and friends
+// explicitly instead of trusting overload resolution to pick the float versions.
+#pragma once
+
+#if defined(__CUDACC__)
+#define FD_HD __host__ __device__ __forceinline__
+#else
+#include <math.h>
+#define FD_HD inline
+#endif
+
+namespace fd {
+
+#define FD_UNARY(name)                                           \
+    FD_HD float name(float x) { return ::name##f(x); }         \
+    FD_HD double name(double x) { return ::name(x); }
+FD_UNARY(exp)
+FD_UNARY(expm1)
+FD_UNARY(log)
+FD_UNARY(log1p)
+FD_UNARY(sqrt)
+FD_UNARY(tanh)
+FD_UNARY(erf)
+FD_UNARY(fabs)
+#undef FD_UNARY
+
+// a * b rounded on its own, as NumPy rounds it: never contracted into an fma with a
+// following add (__fmul_rn / __dmul_rn on the device), whatever the compile options say.
+// compiler.OPTIONS turns contraction off for every kernel too (--fmad=false), and the
+// host build of the tests does (-ffp-contract=off); the update and loss math, where a
+// cancelling sum makes the product's rounding visible, do not depend on either.
+FD_HD float mul(float a, float b) {
+#if defined(__CUDA_ARCH__)
+    return __fmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+
+FD_HD double mul(double a, double b) {
+#if defined(__CUDA_ARCH__)
+    return __dmul_rn(a, b);
+#else
+    return a * b;
+#endif
+}
+
+// IEEE finiteness without the library's isfinite, whose spelling differs between NVRTC
+// and host C++: x - x is 0 for every finite x and NaN for NaN and +-Inf. No kernel is
+// compiled with fast math, which would fold it to true.
+template <typename T>
+FD_HD bool finite(T x) { return x - x == T(0); }
+
+}  // namespace fd

@@ -1,0 +1,230 @@
+// The elementwise and column-reduction kernels of the dense layer (kernels/spec.py:
+// Backend.dense_forward, dense_backward, dropout_mask, apply_output). The GEMMs around
+// them (Z = X @ W, dW = X.T @ dZ, dX = dZ @ W.T) are cuBLAS calls that
+// kernels/cuda/dense.py makes through cupy.matmul. All arrays are C-contiguous; element
+// (i, j) of an (n, m) array has the flat index k = i * m + j, which is also the index the
+// dropout mask hashes (rng.cuh). keep / (1 - p) is the scaled keep mask of spec's
+// m / (1 - p): ``scale`` (1 / (1 - p) rounded in T by the caller, as the reference rounds
+// it) where kept, else 0.
+//
+// forward_epilogue<T>: Z += b, Y = act(Z) * keep / (1 - p), Z holding X @ W.
+//     grid (min(ceil(n m / 256), 4096)), block (256), no shared memory; grid-stride loop.
+// backward_columns<T>: upstream = dY * keep / (1 - p), dZ = upstream * act'(Z), and for
+//     each chunk c of ``chunk_rows`` rows: sums[c, j] = sum_{i in c} dZ[i, j] and, for prelu,
+//     slope_sums[c, j] = sum_{i in c} upstream[i, j] * min(Z[i, j], 0).
+//     grid (ceil(m / blockDim.x), chunks), block (32, 8) (blockDim.y a power of two),
+//     dynamic shared memory 2 * blockDim.x * blockDim.y * sizeof(T).
+// finish_column_sums<T>: db[j] = sum_c sums[c, j] (and dslope from slope_sums), c in order.
+//     grid (ceil(m / 256)), block (256), no shared memory.
+// dropout_mask<T>: out[k] = keep(k) / (1 - p). Grid and block as forward_epilogue.
+// sigmoid_elements<T>: out[k] = sigmoid(X[k]). Grid and block as forward_epilogue.
+// softmax_rows<T>: out[i] = exp(X[i] - max X[i]) / sum_k exp(X[i, k] - max X[i]).
+//     grid (min(n, 65536)), one block per row (grid-stride over rows), block (32..256, a
+//     power of two), dynamic shared memory blockDim.x * sizeof(T).
+//
+// Every sum is taken in an order fixed by the shapes and the launch shape, which the
+// caller derives from the shapes only: results are bitwise the same run to run, whatever
+// the device's size. No floating-point atomics.
+#include "activations.cuh"
+#include "rng.cuh"
+
+// Dynamic shared memory, viewed as T by each kernel that uses it.
+extern __shared__ __align__(16) unsigned char shared_bytes[];
+
+// keep / (1 - p) of element k. Multiplied, never selected: NaN and inf in a dropped element's
+// other factor stay visible, as in the reference's multiplication by its mask.
+template <typename T>
+__device__ __forceinline__ T mask_value(long long k, unsigned int key_lo, unsigned int key_hi,
+                                        unsigned int threshold, T scale) {
+    return fd::keep_bit(static_cast<unsigned long long>(k), key_lo, key_hi, threshold) ? scale
+                                                                                        : T(0);
+}
+
+// Y = act(Z + b) * keep / (1 - p) and Z = Z + b (spec.Backend.dense_forward after the GEMM).
+// Y may be Z. ``slope`` is read for prelu only; ``dropout`` 0 skips the hashing (p = 0,
+// where the reference's mask is all ones).
+template <typename T>
+__global__ void forward_epilogue(T* Z, T* Y, const T* b, const T* slope, long long total,
+                                 long long m, int act, T alpha, int dropout,
+                                 unsigned int key_lo, unsigned int key_hi,
+                                 unsigned int threshold, T scale) {
+    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
+    long long k = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    // The column of k, stepped by stride mod m: one 64-bit division per thread, not per element.
+    long long j = k % m;
+    const long long j_step = stride % m;
+    const bool separate = Y != Z;
+    const bool prelu = act == fd::activation::PRELU;
+    for (; k < total; k += stride) {
+        const T z = Z[k] + b[j];
+        if (separate) {
+            Z[k] = z;
+        }
+        T y = fd::activate(act, z, alpha, prelu ? slope[j] : T(0));
+        if (dropout) {
+            y *= mask_value(k, key_lo, key_hi, threshold, scale);
+        }
+        Y[k] = y;
+        j += j_step;
+        if (j >= m) {
+            j -= m;
+        }
+    }
+}
+
+// dZ = dY * keep / (1 - p) * act'(Z) and the per-chunk column sums of dZ (and of prelu's
+// dY * keep / (1 - p) * min(Z, 0)) into row blockIdx.y of ``sums`` (``slope_sums``), both
+// (chunks, m).
+// Thread (x, y) of a block owns column j = blockIdx.x * blockDim.x + x and adds rows
+// first + y, first + y + blockDim.y, ... in order; the blockDim.y partial sums of a column
+// are then added by a tree in shared memory. A warp reads 32 adjacent elements of a row.
+// dZ may be dY or Z: each element is read before the same thread writes it.
+template <typename T>
+__global__ void backward_columns(const T* dY, const T* Z, T* dZ, const T* slope, long long n,
+                                 long long m, long long chunk_rows, int act, T alpha, int dropout,
+                                 unsigned int key_lo, unsigned int key_hi, unsigned int threshold,
+                                 T scale, T* sums, T* slope_sums) {
+    T* column_part = reinterpret_cast<T*>(shared_bytes);
+    T* slope_part = column_part + blockDim.x * blockDim.y;
+    const bool prelu = act == fd::activation::PRELU;
+    const long long j = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    const long long first = static_cast<long long>(blockIdx.y) * chunk_rows;
+    const long long end = first + chunk_rows < n ? first + chunk_rows : n;
+    T column_sum = T(0);
+    T slope_sum = T(0);
+    if (j < m) {
+        const T unit_slope = prelu ? slope[j] : T(0);
+        for (long long i = first + threadIdx.y; i < end; i += blockDim.y) {
+            const long long k = i * m + j;
+            T upstream = dY[k];
+            if (dropout) {
+                upstream *= mask_value(k, key_lo, key_hi, threshold, scale);
+            }
+            const T z = Z[k];
+            const T grad = upstream * fd::derivative(act, z, alpha, unit_slope);
+            dZ[k] = grad;
+            column_sum += grad;
+            if (prelu) {
+                slope_sum += upstream * (z >= T(0) ? T(0) : z);  // min(Z, 0), NaN kept
+            }
+        }
+    }
+    const unsigned int t = threadIdx.y * blockDim.x + threadIdx.x;
+    column_part[t] = column_sum;
+    slope_part[t] = slope_sum;
+    __syncthreads();
+    for (unsigned int half = blockDim.y / 2; half > 0; half /= 2) {
+        if (threadIdx.y < half) {
+            column_part[t] += column_part[t + half * blockDim.x];
+            slope_part[t] += slope_part[t + half * blockDim.x];
+        }
+        __syncthreads();
+    }
+    if (threadIdx.y == 0 && j < m) {
+        const long long at = static_cast<long long>(blockIdx.y) * m + j;
+        sums[at] = column_part[t];
+        if (prelu) {
+            slope_sums[at] = slope_part[t];
+        }
+    }
+}
+
+// db[j] = sum_c partials[c, j] and, when ``prelu``, dslope[j] = sum_c partials[chunks + c, j],
+// c = 0, 1, ... in order: the second pass of backward_columns when it ran in several chunks.
+template <typename T>
+__global__ void finish_column_sums(const T* partials, long long chunks, long long m, int prelu,
+                                   T* db, T* dslope) {
+    const long long j = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
+    if (j >= m) {
+        return;
+    }
+    T sum = T(0);
+    for (long long c = 0; c < chunks; ++c) {
+        sum += partials[c * m + j];
+    }
+    db[j] = sum;
+    if (prelu) {
+        sum = T(0);
+        for (long long c = chunks; c < 2 * chunks; ++c) {
+            sum += partials[c * m + j];
+        }
+        dslope[j] = sum;
+    }
+}
+
+// out[k] = keep(k) / (1 - p) (spec.Backend.dropout_mask).
+template <typename T>
+__global__ void dropout_mask(T* out, long long total, unsigned int key_lo, unsigned int key_hi,
+                             unsigned int threshold, T scale) {
+    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
+    for (long long k = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; k < total;
+         k += stride) {
+        out[k] = mask_value(k, key_lo, key_hi, threshold, scale);
+    }
+}
+
+// out[k] = sigmoid(X[k]) (apply_output's OUTPUT_SIGMOID). out may be X.
+template <typename T>
+__global__ void sigmoid_elements(const T* X, T* out, long long total) {
+    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
+    for (long long k = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; k < total;
+         k += stride) {
+        out[k] = fd::sigmoid(X[k]);
+    }
+}
+
+// The larger of a and b, NaN if either is (np.max propagates NaN; fmax would drop it).
+struct NanMax {
+    template <typename T>
+    __device__ T operator()(T a, T b) const { return (b > a || b != b) ? b : a; }
+};
+
+struct Plus {
+    template <typename T>
+    __device__ T operator()(T a, T b) const { return a + b; }
+};
+
+// combine over the ``value`` of every thread of the block, by a tree in a fixed order
+// (blockDim.x a power of two); every thread gets the result. All threads must call it.
+template <typename T, typename Combine>
+__device__ T block_reduce(T* buffer, T value, Combine combine) {
+    const unsigned int t = threadIdx.x;
+    buffer[t] = value;
+    __syncthreads();
+    for (unsigned int half = blockDim.x / 2; half > 0; half /= 2) {
+        if (t < half) {
+            buffer[t] = combine(buffer[t], buffer[t + half]);
+        }
+        __syncthreads();
+    }
+    const T result = buffer[0];
+    __syncthreads();  // the buffer is written again by the next reduction
+    return result;
+}
+
+// Row-wise softmax of X (n, k) into out (apply_output's OUTPUT_SOFTMAX), as the reference:
+// exp(x - max) / sum exp(x - max), a division. out may be X: each element is read and
+// written by the same thread, and the row's max is taken before any is written.
+template <typename T>
+__global__ void softmax_rows(const T* X, T* out, long long n, long long k) {
+    T* buffer = reinterpret_cast<T*>(shared_bytes);
+    for (long long row = blockIdx.x; row < n; row += gridDim.x) {
+        const T* x = X + row * k;
+        T* y = out + row * k;
+        T top = x[0];  // a start every thread has, so the max needs no identity element
+        for (long long c = threadIdx.x; c < k; c += blockDim.x) {
+            top = NanMax()(top, x[c]);
+        }
+        top = block_reduce(buffer, top, NanMax());
+        T sum = T(0);
+        for (long long c = threadIdx.x; c < k; c += blockDim.x) {
+            const T e = fd::exp(x[c] - top);
+            y[c] = e;
+            sum += e;
+        }
+        sum = block_reduce(buffer, sum, Plus());
+        for (long long c = threadIdx.x; c < k; c += blockDim.x) {
+            y[c] = y[c] / sum;
+        }
+    }
+}

@@ -1,0 +1,122 @@
+// Optimizer updates and gradient norms over the flat parameter buffer: the ops sgd,
+// adagrad, rmsprop, adadelta, adam, nadam and grad_sq_norms of kernels/spec.py, with the
+// per-element formulas in optim_math.cuh.
+//
+// Updates, one launch per step: <name>_step<T>, grid min(ceil(units / block), cap) x block
+// (optim.py: 256 threads, no shared memory), a grid-stride loop over units of 16 bytes
+// (4 floats, 2 doubles) when every buffer is 16-byte aligned, else single elements. Every
+// element finds its segment in `offsets`; a step whose status says skip returns at once.
+//
+// Norms: sq_norm_partials<T>, grid = blocks (at most 1024) x block (a power of two, 256),
+// block x 8 bytes of dynamic shared memory: block b sums clip(g)^2 in double over its chunk
+// of the buffer, one partial per segment piece, in a fixed order (threads stride the piece,
+// then a pairwise tree in shared memory). Then sq_norm_totals, grid ceil(S / block) x
+// block: thread s adds segment s's partials in block order. No atomics: the result is the
+// same bits on every run.
+#include "optim_math.cuh"
+
+namespace fo = fd::optim;
+
+// The grid-stride loop of fo::update runs over every thread of the grid.
+__device__ __forceinline__ long long grid_thread() {
+    return blockIdx.x * (long long)blockDim.x + threadIdx.x;
+}
+
+__device__ __forceinline__ long long grid_threads() {
+    return (long long)gridDim.x * blockDim.x;
+}
+
+// Slot 1: momentum_buf (null without momentum).
+template <typename T>
+__global__ void sgd_step(OPTIM_FLAT_PARAMS(T), T lr, T momentum, T one_minus_dampening,
+                         int use_momentum, int nesterov, int first_step) {
+    fo::update(OPTIM_FLAT_ARGS, grid_thread(), grid_threads(),
+               fo::Sgd<T>{lr, momentum, one_minus_dampening, use_momentum != 0, nesterov != 0,
+                          first_step != 0});
+}
+
+// Slot 1: state_sum.
+template <typename T>
+__global__ void adagrad_step(OPTIM_FLAT_PARAMS(T), T lr, T eps) {
+    fo::update(OPTIM_FLAT_ARGS, grid_thread(), grid_threads(), fo::Adagrad<T>{lr, eps});
+}
+
+// Slots: square_avg, grad_avg (null unless centered), momentum_buf (null without momentum).
+template <typename T>
+__global__ void rmsprop_step(OPTIM_FLAT_PARAMS(T), T lr, T alpha, T one_minus_alpha, T eps,
+                             T momentum, int centered, int use_momentum) {
+    fo::update(OPTIM_FLAT_ARGS, grid_thread(), grid_threads(),
+               fo::Rmsprop<T>{lr, alpha, one_minus_alpha, eps, momentum, centered != 0,
+                              use_momentum != 0});
+}
+
+// Slots: square_avg, acc_delta.
+template <typename T>
+__global__ void adadelta_step(OPTIM_FLAT_PARAMS(T), T lr, T rho, T one_minus_rho, T eps) {
+    fo::update(OPTIM_FLAT_ARGS, grid_thread(), grid_threads(),
+               fo::Adadelta<T>{lr, rho, one_minus_rho, eps});
+}
+
+// Slots: exp_avg, exp_avg_sq, max_exp_avg_sq (null without amsgrad).
+template <typename T>
+__global__ void adam_step(OPTIM_FLAT_PARAMS(T), T lr, T beta1, T one_minus_beta1, T beta2,
+                          T one_minus_beta2, T eps, T step_size, T sqrt_bc2, int decoupled,
+                          int amsgrad) {
+    fo::update(OPTIM_FLAT_ARGS, grid_thread(), grid_threads(),
+               fo::Adam<T>{lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, step_size,
+                           sqrt_bc2, decoupled != 0, amsgrad != 0});
+}
+
+// Slots: exp_avg, exp_avg_sq.
+template <typename T>
+__global__ void nadam_step(OPTIM_FLAT_PARAMS(T), T beta1, T one_minus_beta1, T beta2,
+                           T one_minus_beta2, T eps, T bc2, T grad_coef, T avg_coef) {
+    fo::update(OPTIM_FLAT_ARGS, grid_thread(), grid_threads(),
+               fo::Nadam<T>{beta1, one_minus_beta1, beta2, one_minus_beta2, eps, bc2, grad_coef,
+                            avg_coef});
+}
+
+// The sum of v over the block in a fixed order, a pairwise tree in shared memory (`sums`:
+// blockDim.x doubles, blockDim.x a power of two); every thread gets it. All threads of the
+// block call it (it synchronises). Shared memory rather than warp shuffles: the PTX
+// emulator that can run these kernels without a GPU (DESIGN.md) has no shuffles, and one
+// sum per segment piece of a block costs nothing next to the pass over its chunk.
+__device__ __forceinline__ double block_sum(double v, double* sums) {
+    const unsigned int t = threadIdx.x;
+    sums[t] = v;
+    __syncthreads();
+    for (unsigned int half = blockDim.x / 2; half > 0; half /= 2) {
+        if (t < half) sums[t] += sums[t + half];
+        __syncthreads();
+    }
+    const double total = sums[0];
+    __syncthreads();  // sums is written again by the next call
+    return total;
+}
+
+// Block b: partials[partial_slot(b, s)] = sum of clip(g)^2 over its piece of segment s, for
+// the pieces of [b chunk, min(n, (b + 1) chunk)). The piece walk is the same for every
+// thread of the block, so all of them reach block_sum's barriers.
+template <typename T>
+__global__ void sq_norm_partials(const T* grads, const long long* offsets, long long segments,
+                                 long long n, long long chunk, T clip_value, double* partials) {
+    extern __shared__ double sums[];
+    const long long start = blockIdx.x * chunk;
+    const long long stop = start + chunk < n ? start + chunk : n;
+    fo::for_each_piece(offsets, segments, start, stop,
+                       [&](long long s, long long begin, long long end) {
+        double sum = 0.0;
+        for (long long i = begin + threadIdx.x; i < end; i += blockDim.x)
+            sum += fo::clipped_square(grads[i], clip_value);
+        sum = block_sum(sum, sums);
+        if (threadIdx.x == 0) partials[fo::partial_slot(blockIdx.x, s)] = sum;
+    });
+}
+
+// out[s] = the partials of segment s added in block order.
+__global__ void sq_norm_totals(const double* partials, const long long* offsets,
+                               long long segments, long long chunk, long long blocks,
+                               double* out) {
+    const long long s = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (s < segments) out[s] = fo::sq_norm_total(partials, offsets, s, chunk, blocks);
+}

@@ -1,0 +1,240 @@
+"""Optimizer updates and gradient norms over the flat parameter buffer (see kernels.spec).
+
+Each update is one kernel launch over the whole buffer (optim.cu): every element finds its
+segment in ``offsets`` on the device and applies the formulas of ``optim_math.cuh`` in the
+dtype, with every constant rounded to it first and in the reference's order, so results
+agree with kernels.reference as the CPU backend's do. The constants are computed here
+as Python floats (in double, as the reference computes them) and passed as NumPy scalars
+of the kernel's parameter type T. With ``status``, the kernel reads
+``status[GUARD_SKIP]`` itself and returns at once when the step is skipped: nothing here
+waits for the device.
+
+:func:`grad_sq_norms` is deterministic: a fixed number of blocks for a given buffer
+length, each summing its chunk in a fixed order into per-(block, segment) partials, then
+one pass adding each segment's partials in block order. Its partials live in a scratch
+buffer kept per device and size, so the steady state allocates nothing.
+
+``offsets``, ``seg_scale`` and ``seg_decay`` may also be NumPy arrays (copied to the
+device, which waits for the copy: the engine passes device arrays); updated arrays that
+are not contiguous are updated through contiguous copies.
+"""
+import math
+
+import cupy
+import numpy as np
+
+from ..spec import GUARD_SKIP
+from .compiler import Source, instances, scalar
+
+_UPDATES = ("sgd_step", "adagrad_step", "rmsprop_step", "adadelta_step", "adam_step", "nadam_step")
+_SOURCE = Source("optim.cu", [name for kernel in _UPDATES + ("sq_norm_partials",)
+                              for name in instances(kernel)] + ["sq_norm_totals"])
+
+THREADS = 256  # per block, every kernel here (a power of two, as block_sum needs)
+MAX_UPDATE_BLOCKS = 8192  # the update's grid-stride loop covers the rest
+MAX_NORM_BLOCKS = 1024  # partial sums per segment at most, whatever the buffer length
+MIN_NORM_CHUNK = 16 * THREADS  # elements per norm block: 16 per thread at the least
+_VECTOR_BYTES = 16  # one float4 / double2 access, where every buffer is aligned to it
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_partials = {}  # (device id, length) -> float64 scratch of grad_sq_norms
+
+
+# ----------------------------------------------------------------------- arguments
+def _device_array(value, name, dtype=None, size=None, from_host=False):
+    """``value``, a 1-D CuPy array of ``dtype`` (None: float32 or float64) and ``size``,
+    checked; with ``from_host``, a NumPy array of that dtype is copied to the device."""
+    if from_host and isinstance(value, np.ndarray) and value.dtype == dtype:
+        value = cupy.asarray(value)
+    if not isinstance(value, cupy.ndarray):
+        raise TypeError(f"{name} must be a CuPy array; got {type(value).__name__}")
+    if dtype is None and value.dtype not in _FLOATS:
+        raise TypeError(f"{name} must be float32 or float64; got {value.dtype}")
+    if dtype is not None and value.dtype != dtype:
+        raise TypeError(f"{name} must be {np.dtype(dtype)}; got {value.dtype}")
+    if value.ndim != 1:
+        raise ValueError(f"{name} must be 1-D; got shape {value.shape}")
+    if size is not None and value.size != size:
+        raise ValueError(f"{name} must have {size} elements; got {value.size}")
+    return value
+
+
+def _offsets(offsets, n):
+    """offsets (S + 1,) int64 for a buffer of n elements: at least one segment unless n == 0
+    (the values stay on the device, unread)."""
+    offsets = _device_array(offsets, "offsets", np.int64, from_host=True)
+    if offsets.size < (2 if n else 1):
+        raise ValueError(f"offsets must hold S + 1 entries, S >= 1 for {n} elements; "
+                         f"got {offsets.size}")
+    return cupy.ascontiguousarray(offsets)
+
+
+def _per_segment(values, name, offsets):
+    return cupy.ascontiguousarray(
+        _device_array(values, name, np.float64, offsets.size - 1, from_host=True))
+
+
+def _update_args(params, grads, states, offsets, seg_scale, seg_decay, clip_value, status,
+                 floats, flags, aligned):
+    """The arguments of an update kernel: OPTIM_FLAT_PARAMS(T) of optim_math.cuh, then the
+    kernel's constants (T) and flags (int); ``states``: three arrays or None."""
+    dtype = params.dtype
+    skip = None if status is None else status[GUARD_SKIP:GUARD_SKIP + 1]
+    return ([params, grads, *states, offsets, np.int64(offsets.size - 1), seg_scale, seg_decay,
+             np.int64(params.size), np.int32(aligned), skip, scalar(clip_value, dtype)]
+            + [scalar(value, dtype) for value in floats] + [np.int32(bool(flag)) for flag in flags])
+
+
+def _update(kernel, params, grads, states, offsets, seg_scale, seg_decay, clip_value, status,
+            floats, flags):
+    """Launch update ``kernel`` (``<op>_step``). ``states``: three (name, array) slots, None
+    where the optimizer leaves one unused; ``floats`` its constants, ``flags`` its booleans."""
+    params = _device_array(params, "params")
+    n, dtype = params.size, params.dtype
+    grads = cupy.ascontiguousarray(_device_array(grads, "grads", dtype, n))
+    updated = [params] + [None if slot is None else _device_array(slot[1], slot[0], dtype, n)
+                          for slot in states]
+    offsets = _offsets(offsets, n)
+    seg_scale = _per_segment(seg_scale, "seg_scale", offsets)
+    seg_decay = _per_segment(seg_decay, "seg_decay", offsets)
+    if status is not None:
+        status = _device_array(status, "status", np.float64)
+        if status.size <= GUARD_SKIP:
+            raise ValueError("status must be the record of guard_update; got "
+                             f"{status.size} entries")
+    if n == 0:
+        return
+    work = [a if a is None or a.flags.c_contiguous else cupy.ascontiguousarray(a) for a in updated]
+    aligned = all(a.data.ptr % _VECTOR_BYTES == 0 for a in work + [grads] if a is not None)
+    units = n // (_VECTOR_BYTES // dtype.itemsize) if aligned else n
+    blocks = min(max(1, -(-units // THREADS)), MAX_UPDATE_BLOCKS)
+    _SOURCE.function(kernel, dtype)(
+        (blocks,), (THREADS,),
+        _update_args(work[0], grads, work[1:], offsets, seg_scale, seg_decay, clip_value, status,
+                     floats, flags, aligned))
+    for original, copy in zip(updated, work):
+        if copy is not original:
+            original[...] = copy
+
+
+# --------------------------------------------------------------------- the updates
+# Each op's constants, in the order of its kernel's parameters after clip_value.
+def _sgd_constants(lr, momentum, dampening, nesterov, first_step):
+    return (lr, momentum, 1.0 - dampening), (momentum != 0.0, nesterov, first_step)
+
+
+def _adagrad_constants(lr, eps):
+    return (lr, eps), ()
+
+
+def _rmsprop_constants(lr, alpha, eps, momentum, centered):
+    return (lr, alpha, 1.0 - alpha, eps, momentum), (centered, momentum > 0.0)
+
+
+def _adadelta_constants(lr, rho, eps):
+    return (lr, rho, 1.0 - rho, eps), ()
+
+
+def _adam_constants(lr, beta1, beta2, eps, step, decoupled, amsgrad):
+    bias_correction1 = 1.0 - beta1**step
+    bias_correction2 = 1.0 - beta2**step
+    return ((lr, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, lr / bias_correction1,
+             math.sqrt(bias_correction2)), (decoupled, amsgrad))
+
+
+def _nadam_constants(lr, beta1, beta2, eps, step, mu, mu_next, mu_product):
+    return ((beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, 1.0 - beta2**step,
+             lr * (1.0 - mu) / (1.0 - mu_product), lr * mu_next / (1.0 - mu_product * mu_next)),
+            ())
+
+
+def sgd(params, grads, momentum_buf, offsets, seg_scale, seg_decay, clip_value,
+        lr, momentum, dampening, nesterov, first_step, status=None):
+    """torch SGD (kernels.spec.Backend.sgd); ``momentum_buf`` may be None without momentum."""
+    slot = ("momentum_buf", momentum_buf) if momentum != 0.0 else None
+    _update("sgd_step", params, grads, (slot, None, None), offsets, seg_scale, seg_decay,
+            clip_value, status, *_sgd_constants(lr, momentum, dampening, nesterov, first_step))
+
+
+def adagrad(params, grads, state_sum, offsets, seg_scale, seg_decay, clip_value, lr, eps,
+            status=None):
+    """torch Adagrad (kernels.spec.Backend.adagrad)."""
+    _update("adagrad_step", params, grads, (("state_sum", state_sum), None, None), offsets,
+            seg_scale, seg_decay, clip_value, status, *_adagrad_constants(lr, eps))
+
+
+def rmsprop(params, grads, square_avg, grad_avg, momentum_buf, offsets, seg_scale, seg_decay,
+            clip_value, lr, alpha, eps, momentum, centered, status=None):
+    """torch RMSprop (kernels.spec.Backend.rmsprop); ``grad_avg`` may be None unless
+    centered, ``momentum_buf`` without momentum."""
+    slots = (("square_avg", square_avg), ("grad_avg", grad_avg) if centered else None,
+             ("momentum_buf", momentum_buf) if momentum > 0.0 else None)
+    _update("rmsprop_step", params, grads, slots, offsets, seg_scale, seg_decay, clip_value,
+            status, *_rmsprop_constants(lr, alpha, eps, momentum, centered))
+
+
+def adadelta(params, grads, square_avg, acc_delta, offsets, seg_scale, seg_decay, clip_value,
+             lr, rho, eps, status=None):
+    """torch Adadelta (kernels.spec.Backend.adadelta)."""
+    _update("adadelta_step", params, grads, (("square_avg", square_avg), ("acc_delta", acc_delta),
+                                             None),
+            offsets, seg_scale, seg_decay, clip_value, status, *_adadelta_constants(lr, rho, eps))
+
+
+def adam(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, offsets, seg_scale, seg_decay,
+         clip_value, lr, beta1, beta2, eps, step, decoupled, amsgrad, status=None):
+    """torch Adam / AdamW (kernels.spec.Backend.adam); ``max_exp_avg_sq`` is not touched
+    (it may be None, or a stand-in such as ``exp_avg_sq``) without amsgrad."""
+    slots = (("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq),
+             ("max_exp_avg_sq", max_exp_avg_sq) if amsgrad else None)
+    _update("adam_step", params, grads, slots, offsets, seg_scale, seg_decay, clip_value, status,
+            *_adam_constants(lr, beta1, beta2, eps, step, decoupled, amsgrad))
+
+
+def nadam(params, grads, exp_avg, exp_avg_sq, offsets, seg_scale, seg_decay, clip_value,
+          lr, beta1, beta2, eps, step, mu, mu_next, mu_product, status=None):
+    """torch NAdam with the caller's momentum schedule (kernels.spec.Backend.nadam)."""
+    _update("nadam_step", params, grads, (("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq), None),
+            offsets, seg_scale, seg_decay, clip_value, status,
+            *_nadam_constants(lr, beta1, beta2, eps, step, mu, mu_next, mu_product))
+
+
+# ------------------------------------------------------------------ gradient norms
+def _norm_layout(n):
+    """(chunk, blocks) of grad_sq_norms over n elements: fixed by n alone, so the sums
+    are made in the same order on every run and every device."""
+    chunk = max(MIN_NORM_CHUNK, -(-n // MAX_NORM_BLOCKS))
+    return chunk, -(-n // chunk)
+
+
+def _norm_args(grads, offsets, clip_value, chunk, blocks, partials, out):
+    """The arguments of sq_norm_partials and of sq_norm_totals (optim.cu)."""
+    segments = np.int64(offsets.size - 1)
+    return ([grads, offsets, segments, np.int64(grads.size), np.int64(chunk),
+             scalar(clip_value, grads.dtype), partials],
+            [partials, offsets, segments, np.int64(chunk), np.int64(blocks), out])
+
+
+def grad_sq_norms(grads, offsets, clip_value, out):
+    """``out[s] = sum_{i in s} clip(grads[i], -clip_value, clip_value)^2`` in float64
+    (kernels.spec.Backend.grad_sq_norms); the segment count comes from offsets' shape."""
+    grads = cupy.ascontiguousarray(_device_array(grads, "grads"))
+    offsets = _offsets(offsets, grads.size)
+    segments = offsets.size - 1
+    out = _device_array(out, "out", np.float64, segments)
+    if segments == 0:
+        return
+    target = out if out.flags.c_contiguous else cupy.empty(segments, np.float64)
+    chunk, blocks = _norm_layout(grads.size)
+    key = (cupy.cuda.get_device_id(), blocks + segments)
+    partials = _partials.get(key)
+    if partials is None:
+        partials = _partials[key] = cupy.empty(blocks + segments, np.float64)
+    partial_args, total_args = _norm_args(grads, offsets, clip_value, chunk, blocks, partials,
+                                          target)
+    if blocks:  # none for an empty buffer, whose segments are all empty: totals write 0
+        _SOURCE.function("sq_norm_partials", grads.dtype)((blocks,), (THREADS,), partial_args,
+                                                          shared_mem=THREADS * 8)
+    _SOURCE.function("sq_norm_totals")((-(-segments // THREADS),), (THREADS,), total_args)
+    if target is not out:
+        out[...] = target

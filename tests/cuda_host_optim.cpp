@@ -1,0 +1,93 @@
+// Host entry points of kernels/cuda/optim_math.cuh for tests/test_cuda_host_optim.py.
+//
+// Each <kernel>_<f32|f64> takes the grid it stands for (update: `threads`, norm partials:
+// `blocks`) and then exactly the parameters of the kernel of the same name in
+// kernels/cuda/optim.cu, and runs the kernel's body thread after thread: the update's
+// grid-stride loop for thread = 0 .. threads - 1; each norm block's piece walk with a plain
+// sum per piece (the device sums by a shuffle tree, which only changes rounding).
+// sq_norm_totals takes the kernel's parameters alone: one pass over the segments.
+#include "optim_math.cuh"
+
+namespace fo = fd::optim;
+
+template <typename T, typename Op>
+static void run(OPTIM_FLAT_PARAMS(T), long long threads, const Op& op) {
+    for (long long thread = 0; thread < threads; ++thread)
+        fo::update(OPTIM_FLAT_ARGS, thread, threads, op);
+}
+
+template <typename T>
+static void norm_partials(long long blocks, const T* grads, const long long* offsets,
+                          long long segments, long long n, long long chunk, T clip_value,
+                          double* partials) {
+    for (long long block = 0; block < blocks; ++block) {
+        const long long start = block * chunk;
+        const long long stop = start + chunk < n ? start + chunk : n;
+        fo::for_each_piece(offsets, segments, start, stop,
+                           [&](long long s, long long begin, long long end) {
+            double sum = 0.0;
+            for (long long i = begin; i < end; ++i) sum += fo::clipped_square(grads[i], clip_value);
+            partials[fo::partial_slot(block, s)] = sum;
+        });
+    }
+}
+
+#define OPTIM_HOST_ENTRIES(T, suffix)                                                          \
+    extern "C" void sgd_step_##suffix(long long threads, OPTIM_FLAT_PARAMS(T), T lr,          \
+                                      T momentum, T one_minus_dampening, int use_momentum,    \
+                                      int nesterov, int first_step) {                         \
+        run(OPTIM_FLAT_ARGS, threads,                                                          \
+            fo::Sgd<T>{lr, momentum, one_minus_dampening, use_momentum != 0, nesterov != 0,    \
+                       first_step != 0});                                                      \
+    }                                                                                          \
+    extern "C" void adagrad_step_##suffix(long long threads, OPTIM_FLAT_PARAMS(T), T lr,      \
+                                          T eps) {                                             \
+        run(OPTIM_FLAT_ARGS, threads, fo::Adagrad<T>{lr, eps});                                \
+    }                                                                                          \
+    extern "C" void rmsprop_step_##suffix(long long threads, OPTIM_FLAT_PARAMS(T), T lr,      \
+                                          T alpha, T one_minus_alpha, T eps, T momentum,       \
+                                          int centered, int use_momentum) {                    \
+        run(OPTIM_FLAT_ARGS, threads,                                                          \
+            fo::Rmsprop<T>{lr, alpha, one_minus_alpha, eps, momentum, centered != 0,           \
+                           use_momentum != 0});                                                \
+    }                                                                                          \
+    extern "C" void adadelta_step_##suffix(long long threads, OPTIM_FLAT_PARAMS(T), T lr,     \
+                                           T rho, T one_minus_rho, T eps) {                    \
+        run(OPTIM_FLAT_ARGS, threads, fo::Adadelta<T>{lr, rho, one_minus_rho, eps});           \
+    }                                                                                          \
+    extern "C" void adam_step_##suffix(long long threads, OPTIM_FLAT_PARAMS(T), T lr, T beta1, \
+                                       T one_minus_beta1, T beta2, T one_minus_beta2, T eps,   \
+                                       T step_size, T sqrt_bc2, int decoupled, int amsgrad) {  \
+        run(OPTIM_FLAT_ARGS, threads,                                                          \
+            fo::Adam<T>{lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, step_size,    \
+                        sqrt_bc2, decoupled != 0, amsgrad != 0});                              \
+    }                                                                                          \
+    extern "C" void nadam_step_##suffix(long long threads, OPTIM_FLAT_PARAMS(T), T beta1,      \
+                                        T one_minus_beta1, T beta2, T one_minus_beta2, T eps,  \
+                                        T bc2, T grad_coef, T avg_coef) {                      \
+        run(OPTIM_FLAT_ARGS, threads,                                                          \
+            fo::Nadam<T>{beta1, one_minus_beta1, beta2, one_minus_beta2, eps, bc2, grad_coef,  \
+                         avg_coef});                                                           \
+    }                                                                                          \
+    extern "C" void sq_norm_partials_##suffix(long long blocks, const T* grads,                \
+                                              const long long* offsets, long long segments,    \
+                                              long long n, long long chunk, T clip_value,      \
+                                              double* partials) {                              \
+        norm_partials(blocks, grads, offsets, segments, n, chunk, clip_value, partials);       \
+    }
+
+OPTIM_HOST_ENTRIES(float, f32)
+OPTIM_HOST_ENTRIES(double, f64)
+
+extern "C" void sq_norm_totals(const double* partials, const long long* offsets,
+                               long long segments, long long chunk, long long blocks,
+                               double* out) {
+    for (long long s = 0; s < segments; ++s)
+        out[s] = fo::sq_norm_total(partials, offsets, s, chunk, blocks);
+}
+
+// out[i] = the segment of element i, for i in [0, n).
+extern "C" void segment_of_each(const long long* offsets, long long segments, long long n,
+                                long long* out) {
+    for (long long i = 0; i < n; ++i) out[i] = fo::segment_of(offsets, segments, i);
+}
