@@ -6,6 +6,16 @@ import argparse
 from . import backend as backend_module
 
 
+def _backend_or_exit(parser, option, name):
+    """The backend module, or exit with one line saying why it cannot run (no traceback:
+    a missing GPU or library is the user's situation, not a bug)."""
+    from .errors import BackendUnavailable
+    try:
+        return backend_module.module(name)
+    except (BackendUnavailable, ValueError) as error:
+        parser.exit(2, f"{parser.prog}: error: {option} {name}: {error}\n")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m engine", description="fusedense: fused-kernel MLP training")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -28,7 +38,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "demo":
         from .demo import run
-        backend = None if args.backend is None else backend_module.module(args.backend).name
+        backend = None if args.backend is None else _backend_or_exit(parser, "--backend", args.backend).name
         run(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, backend=backend,
             verbose=0 if args.quiet else 1)
     elif args.command == "bench":
@@ -39,7 +49,7 @@ def main(argv=None):
             parser.error(f"--workloads: unknown {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}")
         backends = None if args.backends is None else [b.strip() for b in args.backends.split(",")]
         for b in backends or ():
-            backend_module.module(b)
+            _backend_or_exit(parser, "--backends", b)
         run(workloads, backends, kernels=not args.no_kernels, peers=not args.no_peers, reps=args.reps,
             as_json=args.json)
     return 0

@@ -275,3 +275,19 @@ def test_set_num_threads_round_trip():
 def test_set_num_threads_rejects_bad_counts(bad, error):
     with pytest.raises(error, match=r"\bn\b"):
         engine.set_num_threads(bad)
+
+
+def test_cli_unavailable_backend_is_one_line(capsys):
+    """A backend that cannot run here ends the command with the reason, not a traceback."""
+    from engine import backend as backend_module
+    from engine.cli import main
+
+    missing = [name for name in ("cupy", "numba") if name not in backend_module.available_backends()]
+    if not missing:
+        pytest.skip("every backend runs here")
+    for argv in (["demo", "--backend", missing[0]], ["bench", "--backends", missing[0]]):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2
+        message = capsys.readouterr().err.strip()
+        assert message.count("\n") == 0 and missing[0] in message and "Traceback" not in message
