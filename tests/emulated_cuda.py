@@ -9,9 +9,9 @@ argument is a host address. So, while :func:`emulation` is active:
   arrays (:class:`ndarray`, aligned to 256 bytes as CuPy's allocations are) and whose GEMMs
   are NumPy's;
 * ``compiler.Source.function`` returns a :class:`Kernel`: launching it compiles that one
-  name expression with NVRTC as CuPy would (compiler.OPTIONS plus CuPy's ``-ftz=true``)
-  and runs the PTX on the arrays given, with the ops' own grid, block, shared memory and
-  arguments.
+  name expression with NVRTC as CuPy would (compiler.OPTIONS plus CuPy's ``-ftz=true``;
+  and the warp shuffles' stand-in, below) and runs the PTX on the arrays given, with the
+  ops' own grid, block, shared memory and arguments.
 
 Each launch is checked as a device would check it, and more strictly: the grid and block
 sizes, the dynamic shared memory, every argument's C type against the kernel's PTX
@@ -23,8 +23,14 @@ modulo 256; a kernel that writes outside its arrays fails the launch, one that r
 outside them reads NaN.
 
 The emulator aborts its process on a PTX parse or run-time error, so tests run each case
-in a forked child (:func:`run_isolated`). gpuocelot does not execute warp shuffles (they
-run as no-ops) nor ``__syncthreads_count``: a kernel whose PTX has them skips its test.
+in a forked child (:func:`run_isolated`). gpuocelot does not execute warp shuffles
+(``shfl.sync`` does not parse, the legacy ``shfl`` runs as a no-op), so the kernels are
+compiled with ``-DFD_EMULATE_WARP_SHUFFLES``: ``fd::shfl_xor`` of kernels/cuda/common.cuh,
+the one function every warp shuffle of the kernels goes through, then exchanges through
+shared memory, which is right only because gpuocelot steps all threads of a block through
+each instruction together (never on a GPU). A kernel whose PTX still has an instruction
+the emulator cannot run (a shuffle outside the seam, ``__syncthreads_count``) skips its
+test rather than run wrong.
 """
 import contextlib
 import ctypes
@@ -51,10 +57,13 @@ GUARD_BYTES = 16384  # around each staged array: a row or more of every test sha
 GUARD_BYTE = 0xFF
 ARCH = "compute_75"  # any architecture NVRTC emits works; gpuocelot reads the PTX as sm_35
 CUPY_OPTIONS = ("-ftz=true",)  # what CuPy appends to every NVRTC compilation
+# The shared-memory stand-in for warp shuffles, right under gpuocelot's lockstep execution
+# only (kernels/cuda/common.cuh, fd::shfl_xor); CuPy never compiles with it.
+EMULATOR_OPTIONS = ("-DFD_EMULATE_WARP_SHUFFLES",)
 CASE_TIMEOUT_S = float(os.environ.get("FUSEDENSE_OCELOT_TIMEOUT", 300))
 
-# PTX instructions gpuocelot parses but does not execute correctly.
-UNSUPPORTED = {"shfl.": "gpuocelot does not execute warp shuffles",
+# PTX instructions gpuocelot cannot run, or runs wrong without a word: skipped, never run.
+UNSUPPORTED = {"shfl.": "gpuocelot does not execute warp shuffles (one bypasses fd::shfl_xor)",
                "bar.red.": "gpuocelot does not execute __syncthreads_count/_and/_or"}
 
 # Limits every CUDA device of compute capability 7.5 and later has.
@@ -158,7 +167,8 @@ def compile_ptx(source, name_expression):
     found = _ptx_cache.get((source.path, name_expression))
     if found is not None:
         return found
-    options = [*compiler.OPTIONS, *CUPY_OPTIONS, f"--gpu-architecture={ARCH}"]
+    options = [*compiler.OPTIONS, *CUPY_OPTIONS, *EMULATOR_OPTIONS,
+               f"--gpu-architecture={ARCH}"]
     code = source.code
     key = hashlib.sha256(repr((_headers_digest(), code, name_expression, options)).encode())
     key = key.hexdigest()
@@ -181,12 +191,36 @@ def compile_ptx(source, name_expression):
             nvrtc.destroyProgram(program)
         # gpuocelot's PTX parser knows targets up to sm_35; the instructions are the same.
         ptx = re.sub(r"\.target\s+sm_\d+a?", ".target sm_35", ptx)
+        ptx = only_entry(ptx, name)
         if cached is not None:
             partial = cached.with_suffix(f".{os.getpid()}")
             partial.write_text(f"{name}\n{ptx}")
             os.replace(partial, cached)
     found = _ptx_cache[(source.path, name_expression)] = (ptx, name)
     return found
+
+
+def only_entry(ptx, name):
+    """``ptx`` without the kernels other than ``name``. NVRTC emits every kernel that is not
+    a template (count_targets, guard_update, ...) whatever the name expression, and
+    gpuocelot's ptx_run runs whichever kernel of the module its hash map gives first, with
+    the arguments meant for ``name``; CuPy would launch ``name`` by name."""
+    kept, position = [], 0
+    for entry in re.finditer(r"^[ \t]*(?:\.\w+[ \t]+)*\.entry[ \t]+([\w$]+)", ptx, re.M):
+        if entry.group(1) == name:
+            continue
+        depth, end = 0, ptx.index("{", entry.end())
+        for brace in re.finditer(r"[{}]", ptx[end:]):
+            depth += 1 if brace.group() == "{" else -1
+            if depth == 0:
+                break
+        kept.append(ptx[position:entry.start()])
+        position = end + brace.end()
+    kept.append(ptx[position:])
+    ptx = "".join(kept)
+    if len(re.findall(r"\.entry[ \t]+[\w$]+", ptx)) != 1:
+        raise RuntimeError(f"not one .entry {name} left in the PTX")
+    return ptx
 
 
 def entry_parameters(ptx, name):

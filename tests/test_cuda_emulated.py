@@ -12,12 +12,13 @@ FUSEDENSE_OCELOT_TIMEOUT seconds (300 by default; the slowest case takes about 1
 
 1. Every kernel test of tests/test_kernels_{dense,optim,decisions,losses}.py that takes
    the ``fast`` fixture runs again with ``fast`` = the emulated kernels.cuda, unchanged:
-   same cases, same comparisons with kernels.reference. A case whose kernel uses warp
-   shuffles skips at that launch ("gpuocelot does not execute warp shuffles").
+   same cases, same comparisons with kernels.reference. Warp shuffles run through the
+   emulator-only stand-in of fd::shfl_xor (tests/emulated_cuda.py); a kernel whose PTX
+   still has one skips at that launch ("gpuocelot does not execute warp shuffles").
 2. Launch shapes the small test shapes never reach: several row chunks of the backward
    column sums, grid-stride loops (once at the real block caps, otherwise with the caps
-   lowered so that small arrays loop), rows wider than a block, misaligned and strided
-   optimizer buffers.
+   lowered so that small arrays loop), rows wider than a block (softmax, losses and
+   metrics), misaligned and strided optimizer buffers.
 3. The launch checks of the emulation fire (a test that can fail must be able to).
 """
 import functools
@@ -39,7 +40,7 @@ import test_kernels_dense as dense_tests  # noqa: E402
 import test_kernels_losses  # noqa: E402
 import test_kernels_optim as optim_tests  # noqa: E402
 from kernels import spec  # noqa: E402
-from kernels.cuda import dense, optim  # noqa: E402
+from kernels.cuda import dense, losses, optim  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -237,6 +238,50 @@ def test_optimizer_unaligned_and_strided_buffers(fast, dtype, name, layout):
                                0.5, *hyper, *per_step(step))
         got = [{k: fast.to_host(v).copy() for k, v in buffers.items()}]
         optim_tests.assert_history_close(got, [expected], dtype, f"{name} {layout}, step {step}")
+
+
+# Losses and metrics: the kernel tests' rows are at most 1000 wide (a warp per row) and
+# their grids a few blocks; these lower losses' caps (decisions launches through the same
+# helpers) or pass wider rows.
+LOSS_CAPS = {"block_rows": dict(WIDE_ROW=4), "loops": dict(MAX_BLOCKS=2),
+             "block_rows_loops": dict(WIDE_ROW=4, MAX_BLOCKS=2)}
+# One column (a warp per row whatever the cap), rows of 8 per block over 5 blocks, and 4500
+# elements: 5 element blocks of 1024 (ELEMENT_THREADS x ELEMENTS_PER_THREAD).
+LOWERED_SHAPES = [(1, 1), (7, 13), (33, 5), (3, 1500)]
+
+
+@pytest.mark.parametrize("caps", LOSS_CAPS)
+@isolated
+def test_losses_and_metrics_lowered_caps(fast, dtype, caps):
+    """WIDE_ROW = 4: rows of 5 or more columns take a block each (BlockRows, the block
+    reductions of the softmax, argmax and sums over 512 threads, most of them past the
+    row's end); MAX_BLOCKS = 2: the row and element loops run several times a block."""
+    lowered(losses, **LOSS_CAPS[caps])
+    run_loss_and_metric_tests(fast, dtype, LOWERED_SHAPES, LOWERED_SHAPES)
+
+
+@isolated
+def test_losses_and_metrics_wide_rows(fast, dtype):
+    """Rows wider than WIDE_ROW at the real caps: a block per row, each thread looping over
+    several columns (1025: one thread a column more than the others)."""
+    shapes = [(3, losses.WIDE_ROW + 1), (2, 3000)]
+    run_loss_and_metric_tests(fast, dtype, shapes, shapes)
+
+
+def run_loss_and_metric_tests(fast, dtype, loss_shapes, metric_shapes):
+    """The losses' and metric_sums' kernel tests, on the shapes given."""
+    for shape in loss_shapes:
+        for reduction in (spec.MEAN, spec.SUM):
+            test_kernels_losses.test_cross_entropy_class_targets(fast, reference, dtype, shape,
+                                                                 0.1, reduction, "both")
+            test_kernels_losses.test_cross_entropy_dense_targets(fast, reference, dtype, shape,
+                                                                 True, 0.1, reduction)
+        for name in test_kernels_losses.ELEMENT_LOSSES:
+            test_kernels_losses.test_elementwise_losses(fast, reference, dtype, name, shape,
+                                                        spec.MEAN, "both")
+    for shape in metric_shapes:
+        for kind in test_kernels_decisions.KINDS:
+            test_kernels_decisions.test_metric_sums(fast, reference, dtype, kind, shape)
 
 
 # ----------------------------------------------------------- 3. the emulation itself

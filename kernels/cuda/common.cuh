@@ -55,3 +55,37 @@ template <typename T>
 FD_HD bool finite(T x) { return x - x == T(0); }
 
 }  // namespace fd
+
+#if defined(__CUDACC__)
+namespace fd {
+
+// The value v of the lane lane_id ^ lane_mask of the calling warp: __shfl_xor_sync with
+// the full mask, so every lane of the warp must make the call. Every warp shuffle of
+// kernels/cuda goes through here, for the sake of one test seam:
+//
+// FD_EMULATE_WARP_SHUFFLES is defined by tests/emulated_cuda.py alone, which runs the
+// kernels on gpuocelot's PTX emulator; that emulator cannot execute shfl.sync (a parse
+// error) and runs the legacy shfl as a silent no-op. There the exchange goes through
+// shared memory instead: each thread posts v in its own slot of a block-wide array, then
+// reads its partner's slot. Nothing orders the read after the partner's post but the
+// emulator itself, which steps all threads of a block through each instruction together
+// (volatile keeps the compiler from reordering or dropping the two accesses). On a GPU,
+// warps run independently and lanes of a warp need not be converged, so the partner's
+// slot may still hold an older value: never compile it for a device (compiler.OPTIONS
+// never defines the macro).
+template <typename V>
+__device__ __forceinline__ V shfl_xor(V v, int lane_mask) {
+#if defined(FD_EMULATE_WARP_SHUFFLES)
+    __shared__ V slots[1024];  // one per thread of the largest block
+    volatile V* const slot = slots;
+    const unsigned int thread =
+        threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z);
+    slot[thread] = v;
+    return slot[thread ^ (unsigned int)lane_mask];
+#else
+    return __shfl_xor_sync(0xffffffffu, v, lane_mask);
+#endif
+}
+
+}  // namespace fd
+#endif

@@ -167,27 +167,25 @@ FD_HD void argmax_merge(T& best, long long& best_k, T v, long long k) {
 
 #if defined(__CUDACC__)
 // ------------------------------------------------------------------- reductions
-// Warp reductions are xor butterflies over all 32 lanes (full mask: callers keep every
-// lane of the warp in the call); every lane ends with the same value, bit for bit.
+// Warp reductions are xor butterflies over all 32 lanes (fd::shfl_xor, full mask: callers
+// keep every lane of the warp in the call); every lane ends with the same value, bit for bit.
 // Block reductions need blockDim.x a multiple of 32 and at most 1024, every thread of the
 // block in the call, and give every thread the same value; a fixed tree, so the result
 // depends only on the block size, never on timing.
 namespace fd {
 namespace loss {
 
-constexpr unsigned int FULL_MASK = 0xffffffffu;
-
 template <typename V>
 __device__ __forceinline__ V warp_sum(V v) {
-    for (int offset = 16; offset > 0; offset >>= 1) v += __shfl_xor_sync(FULL_MASK, v, offset);
+    for (int offset = 16; offset > 0; offset >>= 1) v += shfl_xor(v, offset);
     return v;
 }
 
 template <typename T>
 __device__ __forceinline__ void warp_softmax(T& m, double& s) {
     for (int offset = 16; offset > 0; offset >>= 1) {
-        const T m2 = __shfl_xor_sync(FULL_MASK, m, offset);
-        const double s2 = __shfl_xor_sync(FULL_MASK, s, offset);
+        const T m2 = shfl_xor(m, offset);
+        const double s2 = shfl_xor(s, offset);
         softmax_merge(m, s, m2, s2);
     }
 }
@@ -195,8 +193,8 @@ __device__ __forceinline__ void warp_softmax(T& m, double& s) {
 template <typename T>
 __device__ __forceinline__ void warp_argmax(T& best, long long& best_k) {
     for (int offset = 16; offset > 0; offset >>= 1) {
-        const T v = __shfl_xor_sync(FULL_MASK, best, offset);
-        const long long k = __shfl_xor_sync(FULL_MASK, best_k, offset);
+        const T v = shfl_xor(best, offset);
+        const long long k = shfl_xor(best_k, offset);
         argmax_merge(best, best_k, v, k);
     }
 }
