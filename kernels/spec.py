@@ -229,4 +229,7 @@ class Backend(Protocol):
         * METRIC_CROSS_ENTROPY on logits: K > 1: ``-log softmax(x_i)[y_i]`` or
           ``-sum_k t_ik log softmax(x_i)_k``; K == 1: the sigmoid BCE of
           :meth:`binary_cross_entropy`; count N.
+
+        A class target outside [0, K) (an ``ignore_index`` row) is a miss for accuracy and
+        adds NaN to the cross-entropy.
         """
