@@ -18,7 +18,8 @@ FUSEDENSE_OCELOT_TIMEOUT seconds (300 by default; the slowest case takes about 1
 2. Launch shapes the small test shapes never reach: several row chunks of the backward
    column sums, grid-stride loops (once at the real block caps, otherwise with the caps
    lowered so that small arrays loop), rows wider than a block (softmax, losses and
-   metrics), misaligned and strided optimizer buffers.
+   metrics), misaligned and strided optimizer buffers, the 16-byte vector and the element
+   paths of the dense forward epilogue and dropout mask (which one launched is asserted).
 3. The launch checks of the emulation fire (a test that can fail must be able to).
 """
 import functools
@@ -40,7 +41,7 @@ import test_kernels_dense as dense_tests  # noqa: E402
 import test_kernels_losses  # noqa: E402
 import test_kernels_optim as optim_tests  # noqa: E402
 from kernels import spec  # noqa: E402
-from kernels.cuda import dense, losses, optim  # noqa: E402
+from kernels.cuda import compiler, dense, losses, optim  # noqa: E402
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -117,7 +118,9 @@ def test_backward_several_row_chunks(fast, dtype, act, alias, shape):
 @isolated
 def test_forward_grid_stride_at_the_real_cap(fast, dtype, act, shape):
     """More elements than MAX_BLOCKS * BLOCK threads (2^20): each thread takes several,
-    its column stepped by stride mod m (1021: a remainder; 1024: none)."""
+    its column stepped by stride mod m (1021: a remainder; 1024: none). 1024 columns take
+    the 16-byte path, whose groups fit in the grid: its loop is tested with the cap lowered
+    (test_forward_vector_and_element_paths)."""
     n, _, m = shape
     assert n * m > dense.MAX_BLOCKS * dense.BLOCK
     forward_matches_reference(fast, dtype, act, shape, in_place=act == spec.PRELU)
@@ -154,6 +157,105 @@ def forward_matches_reference(fast, dtype, act, shape, in_place):
     if not in_place:
         dense_tests.assert_close(fast.to_host(Zf), Zr, dtype, "Z")
     dense_tests.assert_close(fast.to_host(Yf), Yr, dtype, "Y")
+
+
+def recorded_launches():
+    """The name expressions of the kernels launched from now on in this (forked) process,
+    appended to the list returned as each launch happens."""
+    names = []
+    function = compiler.Source.function  # the emulator's, under emulated_cuda.emulation
+
+    def recording(source, template, dtype=None):
+        kernel = function(source, template, dtype)
+
+        def launch(*args, **kwargs):
+            names.append(kernel.name_expression)
+            return kernel(*args, **kwargs)
+        return launch
+
+    compiler.Source.function = recording
+    return names
+
+
+def placed(fast, host, misaligned):
+    """``host`` as a C-contiguous device array starting on 16 bytes, or, when
+    ``misaligned``, one element past such a start (the element path)."""
+    offset = 1 if misaligned else 0
+    flat = fast.zeros((host.size + offset,), host.dtype)[offset:]
+    assert (flat.data.ptr % dense.VECTOR_BYTES == 0) != misaligned
+    array = flat.reshape(host.shape)
+    array[...] = host
+    return array
+
+
+VECTOR_WIDTHS = {np.float32: 4, np.float64: 2}
+
+
+# 8 and 12 columns: whole float4 and double2 groups; 6: double2 groups only; 5: neither.
+# 300 x 12 with the grid capped at one block: a thread loops over groups a grid apart.
+@pytest.mark.parametrize("shape, blocks", [((3, 5, 8), None), ((7, 2, 12), None),
+                                           ((5, 3, 6), None), ((4, 3, 5), None),
+                                           ((300, 3, 12), 1)], ids=str)
+@pytest.mark.parametrize("misaligned", ["none", "Z", "Y", "b"])
+@isolated
+def test_forward_vector_and_element_paths(fast, dtype, shape, blocks, misaligned):
+    """forward_epilogue<T, V> takes 16-byte groups exactly when the row width is a multiple
+    of V and Z, Y and b start on 16 bytes, else single elements; both match the reference
+    (masks hashed per element: dropped elements agree), separate or in place, p = 0 and
+    p > 0, identity (bias only) and prelu (slope loaded as a group too)."""
+    if blocks is not None:
+        lowered(dense, MAX_BLOCKS=blocks)
+    n, _, m = shape
+    width = VECTOR_WIDTHS[dtype]
+    expected_width = width if m % width == 0 and misaligned == "none" else 1
+    X, W, b, slope, _ = dense_tests.layer_inputs(shape, dtype, "contiguous", seed=17)
+    Xf, Wf, bf, slope_f, _ = dense_tests.layer_inputs(shape, dtype, "contiguous", seed=17,
+                                                      backend=fast)
+    if misaligned == "b":
+        bf = placed(fast, b, misaligned=True)
+    launches = recorded_launches()
+    for act in (spec.IDENTITY, spec.PRELU):
+        for in_place in (False, True):
+            if in_place and misaligned == "Y":
+                continue  # Y is Z: covered by misaligned Z
+            for p in (0.0, 0.3):
+                key = dense_tests.KEYS[2]
+                Zr, Yr = dense_tests.run_forward(reference, X, W, b, act, slope, p, key,
+                                                 in_place=False)
+                Zf = placed(fast, np.zeros((n, m), dtype), misaligned == "Z")
+                Yf = Zf if in_place else placed(fast, np.zeros((n, m), dtype), misaligned == "Y")
+                launches.clear()
+                fast.dense_forward(Xf, Wf, bf, act, dense_tests.ACT_PARAM,
+                                   slope_f if act == spec.PRELU else None, p, key, Zf, Yf)
+                c_type = compiler.C_TYPES[np.dtype(dtype)]
+                assert launches == [f"forward_epilogue<{c_type}, {expected_width}>"]
+                what = f"act {act}, in place {in_place}, p={p}"
+                if not in_place:
+                    dense_tests.assert_close(fast.to_host(Zf), Zr, dtype, f"Z, {what}")
+                dense_tests.assert_close(fast.to_host(Yf), Yr, dtype, f"Y, {what}")
+
+
+@pytest.mark.parametrize("shape", [(2, 8), (3, 5, 4), (1, 6), (7, 13), (300, 12)], ids=str)
+@pytest.mark.parametrize("misaligned", [False, True])
+@pytest.mark.parametrize("blocks", [None, 1])
+@isolated
+def test_dropout_mask_vector_and_element_paths(fast, dtype, shape, misaligned, blocks):
+    """dropout_mask<T, V>: 16-byte groups when the size is a multiple of V and out starts
+    on 16 bytes, else single elements; bit for bit the reference's mask either way."""
+    if blocks is not None:
+        lowered(dense, MAX_BLOCKS=blocks)
+    size = int(np.prod(shape))
+    width = VECTOR_WIDTHS[dtype]
+    expected_width = width if size % width == 0 and not misaligned else 1
+    launches = recorded_launches()
+    for p in (0.0, 0.5):
+        expected = reference.zeros(shape, dtype)
+        reference.dropout_mask(p, dense_tests.KEYS[1], expected)
+        got = placed(fast, np.full(shape, np.nan, dtype), misaligned)
+        launches.clear()
+        fast.dropout_mask(p, dense_tests.KEYS[1], got)
+        assert launches == [f"dropout_mask<{compiler.C_TYPES[np.dtype(dtype)]}, {expected_width}>"]
+        assert np.array_equal(fast.to_host(got), expected), f"p={p}"
 
 
 @pytest.mark.parametrize("shape", [(3, 31), (2, 33), (4, 257), (3, 1000), (1, 5000), (70, 1)],
@@ -290,7 +392,7 @@ def test_launch_checks_catch_bad_launches(fast):
     """The checks of emulated_cuda.Kernel fire: a Python int, a scalar of the wrong C
     type, a 0-sized grid, a host array, and a kernel writing past its array (here told
     one element more than the array has)."""
-    kernel = dense._SOURCE.function("dropout_mask", np.float32)
+    kernel = dense._SOURCE.function("dropout_mask<float, 1>")
     out = fast.zeros((5,), np.float32)
     rest = (np.uint32(1), np.uint32(2), np.uint32(0), np.float32(1))
     kernel((1,), (32,), (out, np.int64(5), *rest))  # the op's own arguments: fine

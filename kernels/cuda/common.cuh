@@ -48,6 +48,24 @@ FD_HD double mul(double a, double b) {
 #endif
 }
 
+// W consecutive elements of an array, loaded and stored as one access (16 bytes when
+// W > 1: float4 / double2), at an index that is a multiple of W into an array aligned to
+// it (the callers check both before choosing W > 1).
+template <typename T, int W>
+struct alignas(sizeof(T) * W) Pack {
+    T v[W];
+};
+
+template <int W, typename T>
+FD_HD Pack<T, W> load(const T* at) {
+    return *reinterpret_cast<const Pack<T, W>*>(at);
+}
+
+template <int W, typename T>
+FD_HD void store(T* at, const Pack<T, W>& value) {
+    *reinterpret_cast<Pack<T, W>*>(at) = value;
+}
+
 // IEEE finiteness without the library's isfinite, whose spelling differs between NVRTC
 // and host C++: x - x is 0 for every finite x and NaN for NaN and +-Inf. No kernel is
 // compiled with fast math, which would fold it to true.

@@ -29,6 +29,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 # kernels are bound by memory, not by arithmetic.
 OPTIONS = ("-std=c++17", "--fmad=false", f"--include-path={HERE}")
 C_TYPES = {np.dtype(np.float32): "float", np.dtype(np.float64): "double"}
+VECTOR_BYTES = 16  # one fd::Pack access (common.cuh): float4 / double2, on buffers aligned to it
 
 SOURCES: list[Source] = []  # every Source created, in import order
 

@@ -7,8 +7,11 @@
 // m / (1 - p): ``scale`` (1 / (1 - p) rounded in T by the caller, as the reference rounds
 // it) where kept, else 0.
 //
-// forward_epilogue<T>: Z += b, Y = act(Z) * keep / (1 - p), Z holding X @ W.
-//     grid (min(ceil(n m / 256), 4096)), block (256), no shared memory; grid-stride loop.
+// forward_epilogue<T, V>: Z += b, Y = act(Z) * keep / (1 - p), Z holding X @ W, each thread
+//     taking V consecutive elements of a row at a time: V = 16 / sizeof(T) (one float4 /
+//     double2 load and store per array) when m is a multiple of it and Z, Y, b (and the
+//     prelu slope) start on 16 bytes, else V = 1. grid (min(ceil(n m / V / 256), 4096)),
+//     block (256), no shared memory; grid-stride loop over the groups of V elements.
 // backward_columns<T>: upstream = dY * keep / (1 - p), dZ = upstream * act'(Z), and for
 //     each chunk c of ``chunk_rows`` rows: sums[c, j] = sum_{i in c} dZ[i, j] and, for prelu,
 //     slope_sums[c, j] = sum_{i in c} upstream[i, j] * min(Z[i, j], 0).
@@ -16,7 +19,9 @@
 //     dynamic shared memory 2 * blockDim.x * blockDim.y * sizeof(T).
 // finish_column_sums<T>: db[j] = sum_c sums[c, j] (and dslope from slope_sums), c in order.
 //     grid (ceil(m / 256)), block (256), no shared memory.
-// dropout_mask<T>: out[k] = keep(k) / (1 - p). Grid and block as forward_epilogue.
+// dropout_mask<T, V>: out[k] = keep(k) / (1 - p), V elements per thread at a time (V > 1
+//     when the size is a multiple of V and out starts on 16 bytes). Grid and block as
+//     forward_epilogue.
 // sigmoid_elements<T>: out[k] = sigmoid(X[k]). Grid and block as forward_epilogue.
 // softmax_rows<T>: out[i] = exp(X[i] - max X[i]) / sum_k exp(X[i, k] - max X[i]).
 //     grid (min(n, 65536)), one block per row (grid-stride over rows), block (32..256, a
@@ -40,31 +45,42 @@ __device__ __forceinline__ T mask_value(long long k, unsigned int key_lo, unsign
                                                                                         : T(0);
 }
 
-// Y = act(Z + b) * keep / (1 - p) and Z = Z + b (spec.Backend.dense_forward after the GEMM).
-// Y may be Z. ``slope`` is read for prelu only; ``dropout`` 0 skips the hashing (p = 0,
-// where the reference's mask is all ones).
-template <typename T>
+// Y = act(Z + b) * keep / (1 - p) and Z = Z + b (spec.Backend.dense_forward after the GEMM),
+// V elements k, ..., k + V - 1 of one row at a time (m a multiple of V, every array aligned
+// to V elements). Y may be Z: a group is read whole before it is written. ``slope`` is
+// read for prelu only; ``dropout`` 0 skips the hashing (p = 0, where the reference's mask
+// is all ones). Each element hashes its own flat index, whatever V.
+template <typename T, int V>
 __global__ void forward_epilogue(T* Z, T* Y, const T* b, const T* slope, long long total,
                                  long long m, int act, T alpha, int dropout,
                                  unsigned int key_lo, unsigned int key_hi,
                                  unsigned int threshold, T scale) {
-    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
-    long long k = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
-    // The column of k, stepped by stride mod m: one 64-bit division per thread, not per element.
+    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x * V;
+    long long k = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) * V;
+    // The column of k, stepped by stride mod m: one 64-bit division per thread, not per group.
     long long j = k % m;
     const long long j_step = stride % m;
     const bool separate = Y != Z;
     const bool prelu = act == fd::activation::PRELU;
     for (; k < total; k += stride) {
-        const T z = Z[k] + b[j];
+        fd::Pack<T, V> z = fd::load<V>(Z + k);
+        const fd::Pack<T, V> bias = fd::load<V>(b + j);
+        fd::Pack<T, V> unit_slope{};
+        if (prelu) {
+            unit_slope = fd::load<V>(slope + j);
+        }
+        fd::Pack<T, V> y;
+        for (int e = 0; e < V; ++e) {
+            z.v[e] += bias.v[e];
+            y.v[e] = fd::activate(act, z.v[e], alpha, unit_slope.v[e]);
+            if (dropout) {
+                y.v[e] *= mask_value(k + e, key_lo, key_hi, threshold, scale);
+            }
+        }
         if (separate) {
-            Z[k] = z;
+            fd::store<V>(Z + k, z);
         }
-        T y = fd::activate(act, z, alpha, prelu ? slope[j] : T(0));
-        if (dropout) {
-            y *= mask_value(k, key_lo, key_hi, threshold, scale);
-        }
-        Y[k] = y;
+        fd::store<V>(Y + k, y);
         j += j_step;
         if (j >= m) {
             j -= m;
@@ -152,14 +168,19 @@ __global__ void finish_column_sums(const T* partials, long long chunks, long lon
     }
 }
 
-// out[k] = keep(k) / (1 - p) (spec.Backend.dropout_mask).
-template <typename T>
+// out[k] = keep(k) / (1 - p) (spec.Backend.dropout_mask), V elements at a time (total a
+// multiple of V, out aligned to V elements).
+template <typename T, int V>
 __global__ void dropout_mask(T* out, long long total, unsigned int key_lo, unsigned int key_hi,
                              unsigned int threshold, T scale) {
-    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
-    for (long long k = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; k < total;
-         k += stride) {
-        out[k] = mask_value(k, key_lo, key_hi, threshold, scale);
+    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x * V;
+    for (long long k = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) * V;
+         k < total; k += stride) {
+        fd::Pack<T, V> mask;
+        for (int e = 0; e < V; ++e) {
+            mask.v[e] = mask_value(k + e, key_lo, key_hi, threshold, scale);
+        }
+        fd::store<V>(out + k, mask);
     }
 }
 

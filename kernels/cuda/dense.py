@@ -5,7 +5,10 @@ arrays, at the precision :mod:`kernels.cuda.precision` selects; everything eleme
 around them is one kernel of ``dense.cu``: bias, activation and dropout after the forward
 GEMM; dropout, activation derivative and the column sums ``db`` (and prelu's ``dslope``)
 before the backward GEMMs. The dropout mask is never stored: both passes hash element
-indices again (``rng.cuh``, the hash of :mod:`kernels.rng`).
+indices again (``rng.cuh``, the hash of :mod:`kernels.rng`). The forward epilogue and the
+dropout mask move 16 bytes per access (float4 / double2) where rows are a whole number of
+such vectors and the arrays start on 16 bytes (the engine's, from CuPy's pool, do), else
+one element; both hash each element's own index, so masks are the same either way.
 
 The column sums are deterministic: rows are cut into chunks whose size depends on the
 batch size only (:func:`_row_chunks`), each chunk summed in a fixed order, then the
@@ -25,13 +28,28 @@ import cupy
 import numpy as np
 
 from .. import rng, spec
-from .compiler import C_TYPES, Source, instances, scalar
+from .compiler import C_TYPES, VECTOR_BYTES, Source, instances, scalar
+
+# One 16-byte access (float4 / double2) per array and group of elements, where the
+# elementwise kernels can take it.
+
+
+def _widths(dtype):
+    """The elements per group of the kernels templated on one: 1, and a 16-byte vector's."""
+    return 1, VECTOR_BYTES // dtype.itemsize
+
+
+def _grouped_instances(template):
+    """The name expressions ``template<T, V>`` for float and double and V of _widths."""
+    return tuple(f"{template}<{c_type}, {width}>" for dtype, c_type in C_TYPES.items()
+                 for width in _widths(dtype))
+
 
 _SOURCE = Source("dense.cu", [
-    *instances("forward_epilogue"),
+    *_grouped_instances("forward_epilogue"),
     *instances("backward_columns"),
     *instances("finish_column_sums"),
-    *instances("dropout_mask"),
+    *_grouped_instances("dropout_mask"),
     *instances("sigmoid_elements"),
     *instances("softmax_rows"),
 ])
@@ -118,6 +136,20 @@ def _elementwise_grid(total):
     return (min(_ceil_div(total, BLOCK), MAX_BLOCKS),)
 
 
+def _group_width(dtype, length, arrays):
+    """Elements per thread and step of a grouped kernel: a 16-byte vector's when ``length``
+    (the row width where a group must lie in one row, else the size) is a multiple of it
+    and every array starts on 16 bytes, else 1."""
+    width = _widths(dtype)[1]
+    if length % width or any(a.data.ptr % VECTOR_BYTES for a in arrays):
+        return 1
+    return width
+
+
+def _grouped(template, dtype, width):
+    return _SOURCE.function(f"{template}<{C_TYPES[dtype]}, {width}>")
+
+
 def _writable(array):
     """``array`` when a kernel can write it, else a C-contiguous temporary of its shape."""
     return array if array.flags.c_contiguous else cupy.empty(array.shape, array.dtype)
@@ -149,8 +181,9 @@ def dense_forward(X, W, b, act, act_param, slope, dropout_p, key, Z, Y):
     if n and m:
         b = cupy.ascontiguousarray(b, dtype)
         slope = cupy.ascontiguousarray(slope, dtype) if act == spec.PRELU else b  # b: unread
-        _SOURCE.function("forward_epilogue", dtype)(
-            _elementwise_grid(n * m), (BLOCK,),
+        width = _group_width(dtype, m, (Zc, Yc, b, slope))
+        _grouped("forward_epilogue", dtype, width)(
+            _elementwise_grid(n * m // width), (BLOCK,),
             (Zc, Yc, b, slope, np.int64(n * m), np.int64(m), np.int32(act),
              _alpha(act_param, dtype), *mask))
     _write_back(Z, Zc)
@@ -237,8 +270,9 @@ def dropout_mask(dropout_p, key, out):
     _, key_lo, key_hi, threshold, scale = mask_args(dropout_p, key, dtype)
     target = _writable(out)
     if target.size:
-        _SOURCE.function("dropout_mask", dtype)(
-            _elementwise_grid(target.size), (BLOCK,),
+        width = _group_width(dtype, target.size, (target,))
+        _grouped("dropout_mask", dtype, width)(
+            _elementwise_grid(target.size // width), (BLOCK,),
             (target, np.int64(target.size), key_lo, key_hi, threshold, scale))
     _write_back(out, target)
 

@@ -24,7 +24,7 @@ import cupy
 import numpy as np
 
 from ..spec import GUARD_SKIP
-from .compiler import Source, instances, scalar
+from .compiler import VECTOR_BYTES, Source, instances, scalar
 
 _UPDATES = ("sgd_step", "adagrad_step", "rmsprop_step", "adadelta_step", "adam_step", "nadam_step")
 _SOURCE = Source("optim.cu", [name for kernel in _UPDATES + ("sq_norm_partials",)
@@ -34,7 +34,6 @@ THREADS = 256  # per block, every kernel here (a power of two, as block_sum need
 MAX_UPDATE_BLOCKS = 8192  # the update's grid-stride loop covers the rest
 MAX_NORM_BLOCKS = 1024  # partial sums per segment at most, whatever the buffer length
 MIN_NORM_CHUNK = 16 * THREADS  # elements per norm block: 16 per thread at the least
-_VECTOR_BYTES = 16  # one float4 / double2 access, where every buffer is aligned to it
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _partials = {}  # (device id, length) -> float64 scratch of grad_sq_norms
@@ -105,8 +104,8 @@ def _update(kernel, params, grads, states, offsets, seg_scale, seg_decay, clip_v
     if n == 0:
         return
     work = [a if a is None or a.flags.c_contiguous else cupy.ascontiguousarray(a) for a in updated]
-    aligned = all(a.data.ptr % _VECTOR_BYTES == 0 for a in work + [grads] if a is not None)
-    units = n // (_VECTOR_BYTES // dtype.itemsize) if aligned else n
+    aligned = all(a.data.ptr % VECTOR_BYTES == 0 for a in work + [grads] if a is not None)
+    units = n // (VECTOR_BYTES // dtype.itemsize) if aligned else n
     blocks = min(max(1, -(-units // THREADS)), MAX_UPDATE_BLOCKS)
     _SOURCE.function(kernel, dtype)(
         (blocks,), (THREADS,),

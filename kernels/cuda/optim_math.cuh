@@ -228,22 +228,6 @@ struct Flat {
     T clip_value;
 };
 
-// W consecutive elements, loaded and stored as one 16-byte access when W > 1.
-template <typename T, int W>
-struct alignas(sizeof(T) * W) Pack {
-    T v[W];
-};
-
-template <int W, typename T>
-FD_HD Pack<T, W> load(const T* at) {
-    return *reinterpret_cast<const Pack<T, W>*>(at);
-}
-
-template <int W, typename T>
-FD_HD void store(T* at, const Pack<T, W>& value) {
-    *reinterpret_cast<Pack<T, W>*>(at) = value;
-}
-
 // Groups [base + j W, base + j W + W) for j in [0, count), j = thread, thread + threads, ...
 // A group within one segment (nearly all) makes one search; one that straddles a boundary
 // walks its pieces, each element updated in the piece that holds it.
