@@ -132,8 +132,7 @@ __global__ void metric_rows(int kind, const T* scores, const Y* targets, long lo
         }
         if (G::rank() == 0) block_total += value;
     }
-    block_total = fd::loss::block_sum(block_total);
-    if (threadIdx.x == 0) partials[blockIdx.x] = block_total;
+    fd::loss::post_block_total(block_total, partials);
 }
 
 // Elements i < n of scores and targets (Y = T, or long long class labels for one output):
@@ -160,8 +159,7 @@ __global__ void metric_elements(int kind, const T* scores, const Y* targets, lon
         }
         block_total += value;
     }
-    block_total = fd::loss::block_sum(block_total);
-    if (threadIdx.x == 0) partials[blockIdx.x] = block_total;
+    fd::loss::post_block_total(block_total, partials);
 }
 
 // sums[0] += the fixed-order sum of the parts partials, sums[1] += count.

@@ -293,6 +293,13 @@ __device__ void row_softmax(const T* x, long long k, A& m, double& s) {
     s = softmax_row_sum(m, s);
 }
 
+// The block's total of its threads' values, written by thread 0 as the block's partial
+// (which a finishing kernel adds up in a fixed order); every thread of the block calls it.
+__device__ inline void post_block_total(double value, double* partials) {
+    value = block_sum(value);
+    if (threadIdx.x == 0) partials[blockIdx.x] = value;
+}
+
 // sum_i partials[i] in a fixed order (strided per thread, then the block tree); every
 // thread of the block calls it.
 __device__ inline double sum_partials(const double* partials, long long parts) {

@@ -49,6 +49,16 @@ __global__ void count_targets(const long long* targets, long long n, long long k
 // Rows with y == ignore_index give loss and gradient 0; a y outside [0, k) gives NaN in
 // both (the host raises for it when it reads the total; otherwise the total is NaN).
 // losses and grad may be null.
+// A row's loss, rounded to T as the reference keeps it, into ``losses`` (when given) and
+// the block's running total, by the first thread of the row's group.
+template <typename G, typename T>
+__device__ __forceinline__ void post_row_loss(T loss, T* losses, long long row, double& block_total) {
+    if (G::rank() == 0) {
+        if (losses) losses[row] = loss;
+        block_total += double(loss);
+    }
+}
+
 template <typename T, typename G>
 __global__ void cross_entropy_classes(const T* logits, const long long* targets, long long n,
                                       long long k, long long ignore_index, T on, T off,
@@ -90,14 +100,9 @@ __global__ void cross_entropy_classes(const T* logits, const long long* targets,
             sum_other = G::sum(sum_other);
             loss = fd::loss::class_row_loss(fd::log(s), tsum, on, off, sum_other, x_y - m);
         }
-        if (G::rank() == 0) {
-            const T rounded = T(loss);
-            if (losses) losses[row] = rounded;
-            block_total += double(rounded);
-        }
+        post_row_loss<G>(T(loss), losses, row, block_total);
     }
-    block_total = fd::loss::block_sum(block_total);
-    if (threadIdx.x == 0) partials[blockIdx.x] = block_total;
+    fd::loss::post_block_total(block_total, partials);
 }
 
 // Distribution targets (n, k): t_k = keep targets_k + off (keep = 1 - e, off = e / K).
@@ -129,14 +134,9 @@ __global__ void cross_entropy_dense(const T* logits, const T* targets, long long
         }
         sum_td = G::sum(sum_td);
         const double loss = fd::loss::dense_row_loss(fd::log(s), tsum, sum_td);
-        if (G::rank() == 0) {
-            const T rounded = T(loss);
-            if (losses) losses[row] = rounded;
-            block_total += double(rounded);
-        }
+        post_row_loss<G>(T(loss), losses, row, block_total);
     }
-    block_total = fd::loss::block_sum(block_total);
-    if (threadIdx.x == 0) partials[blockIdx.x] = block_total;
+    fd::loss::post_block_total(block_total, partials);
 }
 
 // losses_i = l(pred_i, targets_i), grad_i = dl/dx (pred_i, targets_i) scale over n
@@ -153,8 +153,7 @@ __global__ void elementwise_loss(const T* pred, const T* targets, long long n, T
         if (grad) grad[i] = g * scale;
         block_total += double(loss);
     }
-    block_total = fd::loss::block_sum(block_total);
-    if (threadIdx.x == 0) partials[blockIdx.x] = block_total;
+    fd::loss::post_block_total(block_total, partials);
 }
 
 // total[0] = S = the fixed-order sum of the parts partials, or for a MEAN S / count with
