@@ -198,24 +198,32 @@ class MLP:
             stop = min(start + step, n)
             yield start, stop, self._k.to_device(X[start:stop], self.dtype)
 
-    def logits(self, X, batch_size=None):
-        """The last layer's outputs before the output function, as a host array."""
-        return self._infer(X, batch_size, spec.OUTPUT_NONE)
+    def logits(self, X, batch_size=None, to_host=True):
+        """The last layer's outputs before the output function: a host array, or the
+        backend's array with ``to_host=False``."""
+        return self._infer(X, batch_size, spec.OUTPUT_NONE, to_host)
 
-    def predict(self, X, batch_size=None):
-        """The model's outputs with its output function applied, as a host array."""
-        return self._infer(X, batch_size, OUTPUTS[self.output])
+    def predict(self, X, batch_size=None, to_host=True):
+        """The model's outputs with its output function applied: a host array, or the
+        backend's array (kept on the device on ``cupy``) with ``to_host=False``."""
+        return self._infer(X, batch_size, OUTPUTS[self.output], to_host)
 
-    def _infer(self, X, batch_size, output_code):
+    def _infer(self, X, batch_size, output_code, to_host):
         X = check_features(X, self.sizes[0], self.dtype)
         if batch_size is not None:
             batch_size = number(batch_size, "batch_size", low=1, integer=True)
-        out = np.empty((X.shape[0], self.sizes[-1]), dtype=self.dtype)
+        if not isinstance(to_host, bool):
+            raise TypeError(f"to_host must be True or False; got {type(to_host).__name__}")
+        k, shape = self._k, (X.shape[0], self.sizes[-1])
+        out = np.empty(shape, dtype=self.dtype) if to_host else k.empty(shape, self.dtype)
         for start, stop, Xd in self._device_batches(X, batch_size):
             logits = self._forward(Xd, training=False, step=0)
             ws = self._workspace(stop - start)
-            self._k.apply_output(output_code, logits, ws.output)
-            out[start:stop] = self._k.to_host(ws.output)
+            k.apply_output(output_code, logits, ws.output)
+            if to_host:
+                out[start:stop] = k.to_host(ws.output)
+            else:
+                k.copy_into(out[start:stop], ws.output)
         return out
 
     __call__ = predict

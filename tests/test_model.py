@@ -364,6 +364,23 @@ def test_predict_batch_size_gives_same_result(batch_size, backend_name, dtype):
     np.testing.assert_allclose(batched, full, **tol(dtype))
 
 
+@pytest.mark.parametrize("batch_size", [None, 7])
+def test_predict_to_host_false_gives_the_backends_array(batch_size, backend_name):
+    """predict(..., to_host=False) returns the backend's own array (CuPy on cupy) with the
+    values predict returns on the host; logits likewise; to_host must be a bool."""
+    from engine import backend as backend_module
+    k = backend_module.module(backend_name)
+    model = engine.MLP([6, 10, 3], output="softmax", seed=0, backend=backend_name, dtype="float64")
+    X = random_inputs(20, 6)
+    on_device = model.predict(X, batch_size=batch_size, to_host=False)
+    assert type(on_device) is type(k.empty((1,), np.float64))
+    np.testing.assert_array_equal(k.to_host(on_device), model.predict(X, batch_size=batch_size))
+    np.testing.assert_array_equal(k.to_host(model.logits(X, batch_size=batch_size, to_host=False)),
+                                  model.logits(X, batch_size=batch_size))
+    with pytest.raises(TypeError, match="to_host"):
+        model.predict(X, to_host="no")
+
+
 def test_predict_accepts_lists_and_ints(backend_name):
     model = engine.MLP([2, 3, 1], seed=0, backend=backend_name, dtype="float64")
     a = model.predict([[1, 2], [3, 4]])
