@@ -11,7 +11,7 @@ case runs in a forked process (the emulator aborts on an error), killed after
 FUSEDENSE_OCELOT_TIMEOUT seconds (300 by default; the slowest case takes about 10).
 
 1. Every kernel test of tests/test_kernels_{dense,optim,decisions,losses}.py that takes
-   the ``fast`` fixture runs again with ``fast`` = the emulated kernels.cuda, unchanged:
+   the ``fast`` (or ``any_backend``) fixture runs again with it = the emulated kernels.cuda, unchanged:
    same cases, same comparisons with kernels.reference. Warp shuffles run through the
    emulator-only stand-in of fd::shfl_xor (tests/emulated_cuda.py); a kernel whose PTX
    still has one skips at that launch ("gpuocelot does not execute warp shuffles").
@@ -60,6 +60,9 @@ def fast():
     return kernels.cuda
 
 
+any_backend = fast  # the name of tests that also run on the reference
+
+
 # ------------------------------------------------------- 1. the backends' kernel tests
 def _emulated(test):
     """``test`` (same parameters and marks) run by emulated_cuda.run_isolated."""
@@ -72,7 +75,7 @@ def _emulated(test):
 for _module in (dense_tests, optim_tests, test_kernels_decisions, test_kernels_losses):
     for _name, _test in vars(_module).items():
         if (_name.startswith("test_") and inspect.isfunction(_test)
-                and "fast" in inspect.signature(_test).parameters):
+                and {"fast", "any_backend"} & set(inspect.signature(_test).parameters)):
             globals()[_name] = _emulated(_test)
 
 

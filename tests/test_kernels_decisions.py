@@ -9,17 +9,12 @@ import math
 import numpy as np
 import pytest
 
-from conftest import TOLERANCES
+from conftest import FAST_BACKENDS, TOLERANCES, load_backend
+from test_reference_decisions import record
 from kernels import spec
 
 INF = math.inf
 F64 = TOLERANCES[np.float64]
-
-
-def record(bad=0.0, reason=0.0, skip=0.0):
-    status = np.zeros(spec.GUARD_SIZE)
-    status[[spec.GUARD_BAD_STEP, spec.GUARD_REASON, spec.GUARD_SKIP]] = bad, reason, skip
-    return status
 
 
 # --------------------------------------------------------------------------- guard_update
@@ -227,21 +222,30 @@ def test_loss_total_path(fast, ref, dtype, shape, reduction):
 
 
 # ------------------------------------------------------------- optimizers: status skip
+# case: (op, state buffers, hyperparameters of update ``step``)
 OPTIMIZERS = {
-    "sgd": (1, lambda step: (0.1, 0.9, 0.0, True, step == 1)),
-    "adagrad": (1, lambda step: (0.1, 1e-10)),
-    "rmsprop": (3, lambda step: (0.01, 0.99, 1e-8, 0.5, True)),
-    "adadelta": (2, lambda step: (1.0, 0.9, 1e-6)),
-    "adam": (3, lambda step: (1e-2, 0.9, 0.999, 1e-8, step, True, True)),
-    "nadam": (2, lambda step: (2e-3, 0.9, 0.999, 1e-8, step, 0.9, 0.91, 0.9 ** step)),
+    "sgd": ("sgd", 1, lambda step: (0.1, 0.9, 0.0, True, step == 1)),
+    "adagrad": ("adagrad", 1, lambda step: (0.1, 1e-10)),
+    "rmsprop": ("rmsprop", 3, lambda step: (0.01, 0.99, 1e-8, 0.5, True)),
+    "adadelta": ("adadelta", 2, lambda step: (1.0, 0.9, 1e-6)),
+    "adam": ("adam", 3, lambda step: (1e-2, 0.9, 0.999, 1e-8, step, False, True)),
+    "adamw": ("adam", 3, lambda step: (1e-2, 0.9, 0.999, 1e-8, step, True, True)),
+    "nadam": ("nadam", 2, lambda step: (2e-3, 0.9, 0.999, 1e-8, step, 0.9, 0.91, 0.9 ** step)),
 }
 SEGMENTS = {"one": [1], "odd": [7, 0, 13, 33], "blocks": [70, 16384 * 2 + 3, 1, 300]}
 
 
+@pytest.fixture(params=[pytest.param("reference"), *FAST_BACKENDS])
+def any_backend(request):
+    """The reference or a fast backend: the skip is checked on each on its own terms."""
+    return load_backend(request.param)
+
+
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 @pytest.mark.parametrize("segments", sorted(SEGMENTS))
-def test_status_skip_leaves_everything_bit_identical(fast, dtype, name, segments):
-    n_state, hyper = OPTIMIZERS[name]
+def test_status_skip_leaves_everything_bit_identical(any_backend, dtype, name, segments):
+    fast = any_backend
+    op_name, n_state, hyper = OPTIMIZERS[name]
     sizes = SEGMENTS[segments]
     n = sum(sizes)
     rng = np.random.default_rng(2)
@@ -250,7 +254,7 @@ def test_status_skip_leaves_everything_bit_identical(fast, dtype, name, segments
               fast.to_device(np.full(len(sizes), 0.01), np.float64), 0.9)
     params = fast.to_device(rng.normal(size=n), dtype)
     state = [fast.to_device(np.zeros(n), dtype) for _ in range(n_state)]
-    op = getattr(fast, name)
+    op = getattr(fast, op_name)
     op(params, fast.to_device(rng.normal(size=n), dtype), *state, *common, *hyper(1))  # non-zero state
     grads = fast.to_device(rng.normal(size=n), dtype)
     host = lambda arrays: [fast.to_host(a).copy() for a in arrays]

@@ -257,38 +257,3 @@ def test_loss_total_is_the_returned_float(case, reduction):
     total = np.full(1, 123.0)
     assert op(reduction, total) is None
     np.testing.assert_array_equal(total, [value])  # NaN (all ignored, MEAN) equals NaN here
-
-
-# ------------------------------------------------------------- optimizers: status skip
-OPTIMIZERS = {
-    "sgd": (1, lambda step: (0.1, 0.9, 0.0, True, step == 1)),
-    "adagrad": (1, lambda step: (0.1, 1e-10)),
-    "rmsprop": (3, lambda step: (0.01, 0.99, 1e-8, 0.5, True)),
-    "adadelta": (2, lambda step: (1.0, 0.9, 1e-6)),
-    "adam": (3, lambda step: (1e-2, 0.9, 0.999, 1e-8, step, False, True)),
-    "nadam": (2, lambda step: (2e-3, 0.9, 0.999, 1e-8, step, 0.9, 0.91, 0.9 ** step)),
-}
-
-
-@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
-def test_status_skip_changes_nothing(name):
-    n_state, hyper = OPTIMIZERS[name]
-    rng = np.random.default_rng(5)
-    offsets = np.array([0, 5, 6, 9], dtype=np.int64)
-    params = rng.normal(size=9)
-    state = [np.zeros(9) for _ in range(n_state)]
-    common = (offsets, np.array([1.0, 0.5, 1.0]), np.array([0.1, 0.0, 0.1]), 0.8)
-    op = getattr(ref, name)
-    op(params, rng.normal(size=9), *state, *common, *hyper(1))  # state no longer zero
-    grads = rng.normal(size=9)
-    before = [a.copy() for a in (params, *state)]
-    op(params, grads, *state, *common, *hyper(2), status=record(skip=1))
-    for a, b in zip((params, *state), before):
-        np.testing.assert_array_equal(a, b)
-    # a recorded bad step alone does not skip: the optimizers read GUARD_SKIP
-    twin = [a.copy() for a in before]
-    op(params, grads, *state, *common, *hyper(2), status=record(bad=3, reason=1, skip=0))
-    op(twin[0], grads, *twin[1:], *common, *hyper(2))
-    assert not np.array_equal(params, before[0])
-    for a, b in zip((params, *state), twin):
-        np.testing.assert_array_equal(a, b)
