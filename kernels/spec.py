@@ -61,6 +61,9 @@ class Backend(Protocol):
     """What a backend module provides. Formulas use row batches ``X`` of shape (N, fan_in)."""
 
     name: str
+    # The BLAS behind :meth:`matmul` for large GEMMs, for reports: "NumPy" (NumPy's own),
+    # "MKL" (the numba backend with the mkl extra) or "cuBLAS".
+    gemm_library: str
 
     # ----------------------------------------------------------------- arrays
     def to_device(self, host: np.ndarray, dtype) -> object:
@@ -108,6 +111,10 @@ class Backend(Protocol):
 
     def apply_output(self, kind, X, out) -> None:
         """``out = X`` (OUTPUT_NONE), ``sigmoid(X)`` or the row-wise ``softmax(X)``."""
+
+    def matmul(self, a, b, out) -> None:
+        """``out = a @ b`` (2-D, one float dtype) through the BLAS the dense ops call for a
+        GEMM of this size: what a benchmark times as the GEMM floor of a step."""
 
     # ----------------------------------------------------------------- losses
     # Each loss returns the reduced loss as a float (for NONE: the sum), writes the

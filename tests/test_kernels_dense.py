@@ -108,6 +108,19 @@ def test_dense_forward(fast, ref, dtype, act, shape):
         assert (Yf[(mask != 0) & (np.abs(Yr) > 1e-3)] != 0).all()
 
 
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "transposed"])
+@pytest.mark.parametrize("shape", SHAPES + [(256, 1024, 512)], ids=str)
+def test_matmul(fast, ref, dtype, shape, layout):
+    """The GEMM a benchmark's floor is timed on, small and past the numba backend's
+    large-GEMM threshold (where MKL may take over), against the reference's np.matmul."""
+    X, W, _, _, _ = layer_inputs(shape, dtype, layout)
+    Xf, Wf, _, _, _ = layer_inputs(shape, dtype, layout, backend=fast)
+    out, out_f = ref.zeros((shape[0], shape[2]), dtype), fast.zeros((shape[0], shape[2]), dtype)
+    ref.matmul(X, W, out)
+    fast.matmul(Xf, Wf, out_f)
+    assert_sum_close(fast.to_host(out_f), out, np.abs(X) @ np.abs(W), dtype, "a @ b")
+
+
 @pytest.mark.parametrize("act", [spec.IDENTITY, spec.RELU, spec.PRELU])
 @pytest.mark.parametrize("layout", ["contiguous", "strided", "transposed"])
 def test_dense_forward_in_place_and_views(fast, ref, dtype, act, layout):

@@ -514,3 +514,12 @@ def test_output_none_copies():
     out = np.empty_like(X)
     ref.apply_output(spec.OUTPUT_NONE, X, out)
     np.testing.assert_array_equal(out, X)
+
+
+def test_matmul_sums_products_by_hand():
+    a = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    b = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, -1.0]])
+    out = np.empty((2, 2))
+    ref.matmul(a, b, out)
+    # row 0: (1 + 6, 2 - 3); row 1: (4 + 12, 5 - 6)
+    np.testing.assert_array_equal(out, [[7.0, -1.0], [16.0, -1.0]])

@@ -61,7 +61,8 @@ def _choose_threading_layer():
 
 _choose_threading_layer()
 
-from .blas import blas_threads, set_blas_threads  # noqa: E402
+from . import blas  # noqa: E402
+from .blas import blas_threads, matmul, set_blas_threads  # noqa: E402
 from .arrays import copy_into, empty, take_rows, to_device, to_host, zeros  # noqa: E402
 from .decisions import guard_update, metric_sums  # noqa: E402
 from .dense import apply_output, dense_backward, dense_forward, dropout_mask  # noqa: E402
@@ -69,6 +70,7 @@ from .losses import binary_cross_entropy, huber, mse, softmax_cross_entropy  # n
 from .optim import adadelta, adagrad, adam, grad_sq_norms, nadam, rmsprop, sgd  # noqa: E402
 
 name = "numba"
+gemm_library = blas.gemm_library()
 
 
 def unavailable_reason():

@@ -263,6 +263,16 @@ def library():
     return _binding.path
 
 
+def gemm_library():
+    """"MKL" where the large GEMMs go to MKL (kernels.cpu.mkl), else "NumPy" (the BLAS
+    NumPy loaded, called directly); another library by its file's stem."""
+    large = large_library()
+    if large in (None, library()):
+        return "NumPy"
+    stem = os.path.basename(large)
+    return "MKL" if "mkl" in stem.lower() else stem.split(".")[0]
+
+
 def gemm_symbols():
     """The (float32, float64) gemm symbols of :func:`library` the kernels call, or None."""
     return _binding.gemm_names
@@ -406,10 +416,10 @@ def gemm(A, B, C):
         C[:] = c
 
 
-def matmul(A, B, C):
-    """``C = A @ B`` from Python: by :func:`gemm` where BLAS is bound (and, LP64, the
+def matmul(a, b, out):
+    """``out = a @ b`` from Python: by :func:`gemm` where BLAS is bound (and, LP64, the
     sizes fit its ints), else by np.matmul, NumPy's own BLAS."""
-    if ENABLED and (WIDE_INTS or fits(A, B, C)):
-        gemm(A, B, C)
+    if ENABLED and (WIDE_INTS or fits(a, b, out)):
+        gemm(a, b, out)
     else:
-        np.matmul(A, B, out=C)
+        np.matmul(a, b, out=out)

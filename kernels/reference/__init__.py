@@ -4,8 +4,9 @@ It is the oracle every other backend is tested against, not a fast path.
 """
 from .arrays import copy_into, empty, take_rows, to_device, to_host, zeros
 from .decisions import guard_update, metric_sums
-from .dense import apply_output, dense_backward, dense_forward, dropout_mask
+from .dense import apply_output, dense_backward, dense_forward, dropout_mask, matmul
 from .losses import binary_cross_entropy, huber, mse, softmax_cross_entropy
 from .optim import adadelta, adagrad, adam, grad_sq_norms, nadam, rmsprop, sgd
 
 name = "numpy"
+gemm_library = "NumPy"
