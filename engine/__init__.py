@@ -8,7 +8,7 @@
 from . import activations, callbacks, data, initializers, losses, metrics, optim, schedules
 from .backend import (available_backends, get_backend, get_float32_matmul_precision, get_num_threads, set_backend,
                       set_float32_matmul_precision, set_num_threads)
-from .callbacks import Callback, EarlyStopping, History
+from .callbacks import Callback, CSVLogger, EarlyStopping, History, LambdaCallback, ModelCheckpoint
 from .errors import BackendUnavailable, NonFiniteError
 from .io import load_model
 from .losses import MSE, BinaryCrossEntropy, Huber, SoftmaxCrossEntropy
@@ -24,5 +24,6 @@ __all__ = [
     "set_float32_matmul_precision", "get_float32_matmul_precision",
     "BackendUnavailable", "NonFiniteError", "MSE", "Huber", "SoftmaxCrossEntropy", "BinaryCrossEntropy",
     "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "Callback", "EarlyStopping",
+    "ModelCheckpoint", "CSVLogger", "LambdaCallback",
     "History", "activations", "callbacks", "data", "initializers", "losses", "metrics", "optim", "schedules",
 ]

@@ -74,7 +74,13 @@ def set_backend(name: str) -> None:
 def get_backend() -> str:
     """The resolved name of the default backend (never "auto")."""
     if _selected is None:
-        set_backend(os.environ.get("ENGINE_BACKEND", "auto"))
+        name = os.environ.get("ENGINE_BACKEND", "auto")
+        # Errors name the variable: the user never passed this name to a function.
+        _check_name(name, "the environment variable ENGINE_BACKEND")
+        try:
+            set_backend(name)
+        except BackendUnavailable as error:
+            raise BackendUnavailable(f"ENGINE_BACKEND={name}: {error}") from None
     return _selected
 
 
@@ -82,7 +88,15 @@ def set_num_threads(n: int) -> None:
     """Threads of the CPU backend's compiled kernels and of its BLAS, planned together."""
     from .validation import number
     n = number(n, "n", low=1, integer=True)
-    module("numba").set_num_threads(n)
+    cpu = module("numba")
+    import numba  # importable: the numba backend just loaded
+
+    # Numba's pool has NUMBA_NUM_THREADS threads, fixed when it starts; its own error names neither n nor that.
+    limit = numba.config.NUMBA_NUM_THREADS
+    if n > limit:
+        raise ValueError(f"n must be in [1, {limit}] (at most NUMBA_NUM_THREADS, the size of numba's thread pool); "
+                         f"got {n}")
+    cpu.set_num_threads(n)
 
 
 def get_num_threads() -> int:

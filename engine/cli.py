@@ -1,4 +1,5 @@
-"""Command line: ``python -m engine demo`` and ``python -m engine bench``."""
+"""Command line: ``python -m engine demo``, ``python -m engine bench`` and
+``python -m engine compile``."""
 from __future__ import annotations
 
 import argparse
@@ -16,14 +17,20 @@ def _backend_or_exit(parser, option, name):
         parser.exit(2, f"{parser.prog}: error: {option} {name}: {error}\n")
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1; got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1; got {value}")
-    return value
+def _int_at_least(low):
+    """An argparse type: a whole number of at least ``low``, else a message saying so."""
+    def convert(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number of at least {low}; got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"expected at least {low}; got {value}")
+        return value
+    return convert
+
+
+_positive_int = _int_at_least(1)
 
 
 def _int_list(parser, option, text):
@@ -40,15 +47,46 @@ def _needs_matplotlib(parser):
         parser.error("--plot needs matplotlib: pip install 'fusedense[plot]'")
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m engine", description="fusedense: fused-kernel MLP training")
+def _names(parser, option, text, allowed):
+    """The comma-separated names of ``option`` (None: all), each one of ``allowed``."""
+    if text is None:
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in allowed]
+    if unknown or not names:
+        parser.error(f"{option}: expected names among {', '.join(allowed)}; got {text!r}")
+    return names
+
+
+def _compile(parser, args):
+    from . import activations, losses, optim, precompile
+    backend = None if args.backend is None else _backend_or_exit(parser, "--backend", args.backend).name
+    runs = precompile.run(backend, _names(parser, "--dtypes", args.dtypes, precompile.DTYPES),
+                          _names(parser, "--activations", args.activations, activations.NAMES),
+                          _names(parser, "--losses", args.losses, losses.NAMES),
+                          _names(parser, "--optimizers", args.optimizers, optim.NAMES),
+                          verbose=0 if args.quiet else 1)
+    print(f"compiled the kernels of {runs} training runs on {backend or backend_module.get_backend()}")
+
+
+def main(argv=None, prog=None):
+    """Run the command line ``argv`` (default sys.argv[1:]); ``prog`` is how the usage lines
+    name the program: ``python -m engine`` passes its own, the ``fusedense`` console script
+    leaves argparse's default (the script's name)."""
+    parser = argparse.ArgumentParser(prog=prog, description="fusedense: fused-kernel MLP training")
     commands = parser.add_subparsers(dest="command", required=True)
 
     demo = commands.add_parser("demo", help="train an MLP on scikit-learn's handwritten digits")
-    demo.add_argument("--epochs", type=int, default=40)
-    demo.add_argument("--batch-size", type=int, default=32)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--backend", choices=["auto", "numpy", "numba", "cupy"], default=None)
+    demo.add_argument("--epochs", type=_positive_int, default=40, metavar="N",
+                      help="most epochs to train; early stopping on the validation loss may end sooner "
+                           "(default: %(default)s)")
+    demo.add_argument("--batch-size", type=_positive_int, default=32, metavar="N",
+                      help="rows per training step (default: %(default)s)")
+    demo.add_argument("--seed", type=_int_at_least(0), default=0, metavar="N",
+                      help="seeds the data split, the initial weights, dropout and shuffling "
+                           "(default: %(default)s)")
+    demo.add_argument("--backend", choices=["auto", "numpy", "numba", "cupy"], default=None, metavar="NAME",
+                      help="auto, numpy, numba or cupy (default: ENGINE_BACKEND, else auto)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
 
     bench = commands.add_parser("bench", help="time the standard workloads on the available backends")
@@ -66,8 +104,20 @@ def main(argv=None):
     bench.add_argument("--plot", metavar="FILE.png", help="draw time per step against batch size and the kernels' "
                                                          "share of the roof (needs the plot extra: matplotlib)")
 
+    compile_ = commands.add_parser(
+        "compile", help="compile the kernels into their disk cache ahead of time (for images and clusters)")
+    compile_.add_argument("--backend", choices=["auto", "numpy", "numba", "cupy"], default=None, metavar="NAME",
+                          help="auto, numba or cupy (default: ENGINE_BACKEND, else auto)")
+    compile_.add_argument("--dtypes", default="float32,float64", help="comma-separated (default: %(default)s)")
+    compile_.add_argument("--activations", default=None, help="comma-separated names (default: all)")
+    compile_.add_argument("--losses", default=None, help="comma-separated names (default: all)")
+    compile_.add_argument("--optimizers", default=None, help="comma-separated names (default: all)")
+    compile_.add_argument("--quiet", action="store_true", help="no progress bar")
+
     args = parser.parse_args(argv)
-    if args.command == "demo":
+    if args.command == "compile":
+        _compile(parser, args)
+    elif args.command == "demo":
         from .demo import run
         backend = None if args.backend is None else _backend_or_exit(parser, "--backend", args.backend).name
         run(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, backend=backend,

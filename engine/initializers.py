@@ -1,6 +1,7 @@
 """Weight initializers: draw on the host from a seeded NumPy generator.
 
-For a weight of shape (fan_in, fan_out):
+For a weight of shape (fan_in, fan_out)::
+
     uniform         U[-1/sqrt(fan_in), 1/sqrt(fan_in)]       (torch's Linear default)
     glorot_uniform  U[-sqrt(6/(fan_in+fan_out)), +...]        (Glorot & Bengio, 2010)
     glorot_normal   N(0, 2/(fan_in+fan_out))
@@ -8,6 +9,7 @@ For a weight of shape (fan_in, fan_out):
     he_normal       N(0, 2/fan_in)
     lecun_normal    N(0, 1/fan_in)                            (for selu)
     zeros
+
 A bias of shape (fan_out,) uses its layer's fan_in and fan_out.
 """
 import math

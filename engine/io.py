@@ -1,7 +1,16 @@
-"""Saving models and checkpoints as .npz files (config and state as JSON, arrays as arrays)."""
+"""Saving models and checkpoints as .npz files (config and state as JSON, arrays as arrays).
+
+A file is written under a temporary name and renamed into place, so its path holds the
+old file or the new one, never a partial one. Reading never unpickles: a file this
+module did not write is a ValueError naming it.
+"""
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import secrets
+import zipfile
 
 import numpy as np
 
@@ -9,14 +18,51 @@ from .model import MLP
 
 
 def _write(path, meta, arrays):
-    # Through a file object, so np.savez writes to ``path`` exactly (no ".npz" appended).
-    with open(path, "wb") as f:
-        np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+    path = os.fspath(path)
+    # In the target's directory: os.replace is atomic only within one file system.
+    temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
+    try:
+        # O_EXCL never reuses someone else's file; 0o666 leaves the permissions to the umask,
+        # as open(path, "wb") would.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        # Through a file object, so np.savez writes to the name given (no ".npz" appended).
+        with open(os.open(temporary, flags, 0o666), "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before the rename makes it the file at path
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
 
 
-def _read(path):
-    with np.load(path, allow_pickle=False) as data:
-        return json.loads(str(data["meta"])), {name: data[name] for name in data.files if name != "meta"}
+def _read(path, kind):
+    """(meta, arrays) of a file ``_write`` wrote as a fusedense ``kind`` ("model" or
+    "checkpoint"); anything else is a ValueError naming ``path``."""
+    def foreign(why):
+        return ValueError(f"{os.fspath(path)} is not a fusedense {kind} file: {why}")
+
+    try:
+        data = np.load(path, allow_pickle=False)
+    except (ValueError, EOFError, zipfile.BadZipFile):
+        # NumPy's own message for a file it cannot parse suggests allow_pickle=True, which a
+        # model file never needs: from None keeps it out of the traceback.
+        raise foreign("it is not an .npz archive") from None
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise foreign("it holds a single array (.npy), not an .npz archive")
+    with data:
+        if "meta" not in data.files:
+            raise foreign(f"its archive has no 'meta' entry (entries: {', '.join(data.files) or 'none'})")
+        try:
+            meta = json.loads(str(data["meta"]))
+            arrays = {name: data[name] for name in data.files if name != "meta"}
+        except (ValueError, zipfile.BadZipFile):
+            raise foreign("its 'meta' entry is not JSON or an entry cannot be read without unpickling") from None
+    if not isinstance(meta, dict) or meta.get("format") != f"fusedense-{kind}":
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise foreign(f"its format is {found!r}, not 'fusedense-{kind}'")
+    return meta, arrays
 
 
 def save_model(model, path):
@@ -26,9 +72,7 @@ def save_model(model, path):
 
 def load_model(path, backend=None):
     """The MLP saved at ``path`` by ``model.save`` (on ``backend``, default the current one)."""
-    meta, arrays = _read(path)
-    if meta.get("format") != "fusedense-model":
-        raise ValueError(f"{path} is not a fusedense model file (format {meta.get('format')!r})")
+    meta, arrays = _read(path, "model")
     model = MLP(backend=backend, **meta["config"])
     model.set_weights([arrays[f"w{i}"] for i in range(len(arrays))])
     return model
@@ -49,10 +93,8 @@ def save_checkpoint(trainer, path):
 
 def load_checkpoint(trainer, path):
     """Restore a checkpoint into ``trainer`` (same architecture and optimizer), all or nothing."""
-    meta, arrays = _read(path)
+    meta, arrays = _read(path, "checkpoint")
     model, opt = trainer.model, trainer.optimizer
-    if meta.get("format") != "fusedense-checkpoint":
-        raise ValueError(f"{path} is not a fusedense checkpoint (format {meta.get('format')!r})")
     saved, current = meta["config"], model.config()
     for key in ("sizes", "activation", "dropout", "dtype"):
         if saved[key] != current[key]:

@@ -39,6 +39,11 @@ class Loss:
         """What a MEAN over these targets divides by."""
         return int(np.prod(pred_shape))
 
+    def default_metrics(self, n_out):
+        """The metric names a Trainer on this loss and a model of ``n_out`` outputs reports
+        when given none: what means something for the task (no accuracy for a regression)."""
+        return ()
+
     # Shared mechanics.
     def forward_backward(self, k, pred, targets, grad, total=None):
         """The reduced loss of device arrays (into the device array ``total[0]`` when given,
@@ -89,6 +94,9 @@ class MSE(Loss):
     def kernel(self, k, pred, targets, reduction, losses, grad, total=None):
         return k.mse(pred, targets, reduction, losses, grad, total)
 
+    def default_metrics(self, n_out):
+        return ("mae",)  # a regression: an error in the targets' units, no accuracy
+
     def _none_shape(self, target, shape):
         return np.shape(target)
 
@@ -110,24 +118,29 @@ class Huber(MSE):
 
 
 class BinaryCrossEntropy(Loss):
-    """Sigmoid cross-entropy on logits, torch ``binary_cross_entropy_with_logits``."""
+    """Sigmoid cross-entropy on logits, torch ``binary_cross_entropy_with_logits``: one
+    independent probability per output, so several outputs are several binary labels
+    (multilabel targets of the output's shape); the mean is over all elements."""
 
     name = "binary_cross_entropy"
 
     def check_targets(self, y, n_rows, n_out, dtype, argument="y"):
         y = as_float_array(y, dtype, argument)
-        if n_out != 1:
-            raise ValueError(f"binary_cross_entropy needs a model with 1 output; this one has {n_out}")
-        if y.ndim == 1:
+        if y.ndim == 1 and n_out == 1:
             y = y[:, None]
-        if y.shape != (n_rows, 1):
-            raise ValueError(f"{argument} must have shape ({n_rows},) or ({n_rows}, 1); got {y.shape}")
+        if y.shape != (n_rows, n_out):
+            expected = f"({n_rows},) or ({n_rows}, 1)" if n_out == 1 else f"({n_rows}, {n_out})"
+            raise ValueError(f"{argument} must have the shape of the model's output, {expected}; got {y.shape}")
         if y.size and (y.min() < 0 or y.max() > 1):
             raise ValueError(f"{argument} must hold probabilities in [0, 1]; got values in [{y.min()}, {y.max()}]")
         return y
 
     def kernel(self, k, pred, targets, reduction, losses, grad, total=None):
         return k.binary_cross_entropy(pred, targets, reduction, losses, grad, total)
+
+    def default_metrics(self, n_out):
+        # one output: 0/1 labels; several are multilabel, where an argmax accuracy means nothing
+        return ("accuracy",) if n_out == 1 else ()
 
     def _none_shape(self, target, shape):
         return np.shape(target)
@@ -136,9 +149,10 @@ class BinaryCrossEntropy(Loss):
 class SoftmaxCrossEntropy(Loss):
     """Softmax cross-entropy on logits, torch ``cross_entropy`` semantics.
 
-    Targets are class indices (N,) or distributions (N, K). With smoothing ``e`` the
-    target becomes ``(1 - e) t + e / K``; rows whose class is ``ignore_index`` count for
-    nothing, and the mean divides by the rows kept.
+    Targets are class indices (N,) or (N, 1) (a column of them, whatever K) or
+    distributions (N, K > 1). With smoothing ``e`` the target becomes
+    ``(1 - e) t + e / K``; rows whose class is ``ignore_index`` count for nothing, and the
+    mean divides by the rows kept.
     """
 
     name = "cross_entropy"
@@ -153,6 +167,8 @@ class SoftmaxCrossEntropy(Loss):
 
     def check_targets(self, y, n_rows, n_out, dtype, argument="y"):
         y = as_numeric_array(y, argument)
+        if y.ndim == 2 and y.shape[1] == 1 and y.shape[0] == n_rows:
+            y = y[:, 0]  # a column of class indices (scikit-learn's and Keras' column vectors)
         if y.ndim == 2:
             if y.shape != (n_rows, n_out):
                 raise ValueError(f"{argument} as class probabilities must have shape ({n_rows}, {n_out}); got {y.shape}")
@@ -165,13 +181,27 @@ class SoftmaxCrossEntropy(Loss):
         if y.dtype.kind == "f":
             check_finite(y, argument)
             if not np.array_equal(y, np.round(y)):
-                raise TypeError(f"{argument} as class indices must hold integers; got dtype {y.dtype} with fractional values")
+                raise TypeError(f"{argument} as class indices must hold integers; got dtype {y.dtype} with fractional "
+                                f"values. {self._task_hint(n_out)}")
         y = y.astype(np.int64, copy=False)
         kept = y if self.ignore_index is None else y[y != self.ignore_index]
         if kept.size and (kept.min() < 0 or kept.max() >= n_out):
             allowed = f"[0, {n_out})" + ("" if self.ignore_index is None else f" or ignore_index {self.ignore_index}")
-            raise ValueError(f"{argument} must hold class indices in {allowed}; got values in [{kept.min()}, {kept.max()}]")
+            raise ValueError(f"{argument} must hold class indices in {allowed}; got values in [{kept.min()}, "
+                             f"{kept.max()}]. {self._task_hint(n_out)}")
         return y
+
+    @staticmethod
+    def _task_hint(n_out):
+        """What to say when targets do not fit this loss: they may be another task's."""
+        hint = (f"The loss is cross_entropy (loss='cross_entropy' is the Trainer's default), which takes class "
+                f"indices, one per row, for a model with one output per class (this one has {n_out})")
+        if n_out == 1:
+            return hint + ": for regression targets use loss='mse' (or 'huber'); for 0/1 labels, loss='binary_cross_entropy'"
+        return hint + ": for regression targets use loss='mse' (or 'huber')"
+
+    def default_metrics(self, n_out):
+        return ("accuracy",)
 
     def kernel(self, k, pred, targets, reduction, losses, grad, total=None):
         ignore = spec.NO_IGNORE if self.ignore_index is None else self.ignore_index

@@ -19,6 +19,21 @@ DTYPES = ("float32", "float64")
 _MAX_WORKSPACES = 4  # batch sizes kept: training, a last partial batch, evaluation...
 
 
+def _describe(activation):
+    """An activation's name, with its parameters when it has any: ``leaky_relu(negative_slope=0.2)``."""
+    options = {k: v for k, v in activation.config().items() if k != "name"}
+    return activation.name + (f"({', '.join(f'{k}={v:g}' for k, v in options.items())})" if options else "")
+
+
+def _bytes(n):
+    """``n`` bytes in B, KiB, MiB or GiB, four significant digits."""
+    for unit in ("B", "KiB", "MiB"):
+        if n < 1024:
+            return f"{n:.4g} {unit}"
+        n /= 1024
+    return f"{n:.4g} GiB"
+
+
 class _Workspace:
     """Every array one forward/backward at batch size ``n`` needs, allocated once.
 
@@ -126,6 +141,33 @@ class MLP:
     @property
     def num_parameters(self):
         return self._layout.size
+
+    def summary(self, print_fn=print):
+        """Print a table of the layers, as Keras's ``model.summary()`` does: each dense layer's
+        input and output shapes (None: the batch dimension), parameters (W, b and any PReLU
+        slope), activation and dropout, then the total parameters and their memory, the
+        output function, the backend and the dtype. ``print_fn`` receives each line (e.g.
+        ``lines.append`` or a logger's method). Returns None."""
+        per_layer = [0] * (len(self.sizes) - 1)
+        for segment in self._layout.segments:
+            per_layer[segment.layer] += segment.size
+        rows = [("Layer", "Input shape", "Output shape", "Parameters", "Activation", "Dropout")]
+        for i, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            hidden = i < len(self.dropout)  # the output layer has neither activation nor dropout
+            rows.append((f"dense_{i + 1}", f"(None, {fan_in})", f"(None, {fan_out})", f"{per_layer[i]:,}",
+                         _describe(self._layer_acts[i]) if hidden else "- (logits)",
+                         f"{self.dropout[i]:g}" if hidden else "-"))
+        widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
+        # Parameter counts right-aligned, like the numbers they are.
+        lines = ["  ".join(cell.rjust(w) if c == 3 else cell.ljust(w)
+                           for c, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
+        rule = "=" * max(map(len, lines))
+        size = self.num_parameters * self.dtype.itemsize
+        print_fn(f"MLP on backend {self.backend!r}, dtype {self.dtype.name}")
+        for line in [rule, lines[0], rule, *lines[1:], rule,
+                     f"Total parameters: {self.num_parameters:,} ({_bytes(size)})",
+                     f"Output function (applied by predict only): {self.output}", rule]:
+            print_fn(line)
 
     # ----------------------------------------------------------------- weights
     def get_weights(self):

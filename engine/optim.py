@@ -273,8 +273,10 @@ class NAdam(Optimizer):
         self.mu_product = float(scalars["mu_product"])
 
 
-_BY_NAME = {"sgd": lambda: SGD(lr=1e-2), "adagrad": Adagrad, "rmsprop": RMSprop, "adadelta": Adadelta,
-            "adam": Adam, "adamw": AdamW, "nadam": NAdam}
+CLASSES = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adadelta": Adadelta, "adam": Adam,
+           "adamw": AdamW, "nadam": NAdam}
+NAMES = tuple(CLASSES)
+_NAME_DEFAULTS = {"sgd": {"lr": 1e-2}}  # torch's SGD has no default lr; by name it gets 0.01
 
 
 def get(optimizer, argument="optimizer") -> Optimizer:
@@ -285,6 +287,7 @@ def get(optimizer, argument="optimizer") -> Optimizer:
         return optimizer
     if not isinstance(optimizer, str):
         raise TypeError(f"{argument} must be an optimizer name or an engine.optim.Optimizer; got {type(optimizer).__name__}")
-    if optimizer.lower() not in _BY_NAME:
-        raise ValueError(f"{argument} must be one of {', '.join(_BY_NAME)}; got {optimizer!r}")
-    return _BY_NAME[optimizer.lower()]()
+    name = optimizer.lower()
+    if name not in CLASSES:
+        raise ValueError(f"{argument} must be one of {', '.join(NAMES)}; got {optimizer!r}")
+    return CLASSES[name](**_NAME_DEFAULTS.get(name, {}))

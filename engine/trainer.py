@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 
 import numpy as np
@@ -32,6 +33,9 @@ from .validation import check_features, number, one_of, optional_number
 
 _EVAL_BATCH = 1024  # rows per forward when evaluate() is given no batch_size
 _PROGRESS_EVERY = 16  # batches between progress-bar updates (each reads the record)
+# The kernels a step needs are compiled (or loaded from the disk cache) by the first step
+# of its kind in a process: (backend, dtype, activations, loss, optimizer) seen so far.
+_STEPS_TAKEN = set()
 
 _STEP_SLOT = spec.GUARD_SIZE  # train_step's loss, right after the status
 _METRIC_SUMS = _STEP_SLOT + 1  # then (total, count) per metric, then fit's loss per batch
@@ -39,12 +43,15 @@ _CLEAR = np.zeros(spec.GUARD_SIZE)
 
 
 class Trainer:
-    """Trains ``model`` on ``loss`` with ``optimizer`` (default AdamW()).
+    """Trains ``model`` on ``loss`` with ``optimizer`` (default AdamW()), reporting
+    ``metrics`` (names or engine.metrics objects; by default the loss's
+    ``default_metrics``: accuracy for cross_entropy and single-output
+    binary_cross_entropy, mae for mse and huber).
 
     Clipping acts on the loss gradient before the optimizer's decay and momentum:
     ``clip_value`` clamps each element to [-v, v]; ``clip_norm`` rescales each parameter's
     gradient to norm <= c; ``clip_global_norm`` scales all by ``min(1, c / (norm + 1e-6))``
-    (torch clip_grad_norm_), applied in that order. A NaN or Inf loss or gradient raises
+    (torch ``clip_grad_norm_``), applied in that order. A NaN or Inf loss or gradient raises
     :class:`engine.NonFiniteError` naming the first such update, with the weights and
     optimizer state as they were before it; or, with ``on_nonfinite="skip"``, that update
     is skipped and not counted. Skipping reads the device's verdict at every step (one
@@ -52,7 +59,7 @@ class Trainer:
     raising does not.
     """
 
-    def __init__(self, model, loss="cross_entropy", optimizer=None, metrics=("accuracy",), clip_value=None,
+    def __init__(self, model, loss="cross_entropy", optimizer=None, metrics=None, clip_value=None,
                  clip_norm=None, clip_global_norm=None, callbacks=(), on_nonfinite="raise"):
         if not isinstance(model, MLP):
             raise TypeError(f"model must be an engine.MLP; got {type(model).__name__}")
@@ -61,6 +68,8 @@ class Trainer:
         if self.loss.reduction == "none":
             raise ValueError("loss must reduce to a scalar to train on: use reduction='mean' or 'sum', not 'none'")
         self.optimizer = optim.get(optimizer)
+        if metrics is None:  # what means something for the loss: accuracy, or mae for a regression
+            metrics = self.loss.default_metrics(model.sizes[-1])
         if isinstance(metrics, str):
             metrics = (metrics,)
         self.metrics = [metrics_module.get(m) for m in metrics]
@@ -82,7 +91,15 @@ class Trainer:
 
     @staticmethod
     def _check_callbacks(callbacks):
-        callbacks = list(callbacks)
+        """A list of Callbacks from ``callbacks``: an iterable of them, or one (Keras needs a
+        list; one alone is read as a list of one)."""
+        if isinstance(callbacks, Callback):
+            return [callbacks]
+        try:
+            callbacks = list(callbacks)
+        except TypeError:
+            raise TypeError("callbacks must be an engine.callbacks.Callback or a list of them; "
+                            f"got {type(callbacks).__name__}") from None
         for i, c in enumerate(callbacks):
             if not isinstance(c, Callback):
                 raise TypeError(f"callbacks[{i}] must be an engine.callbacks.Callback; got {type(c).__name__}")
@@ -196,7 +213,10 @@ class Trainer:
             verbose=1, callbacks=()):
         """Train for ``epochs`` passes over (X, y); returns a History (``history.history``).
 
-        ``verbose``: 0 silent, 1 a progress bar per epoch, 2 one line per epoch.
+        ``verbose``: 0 silent, 1 a progress bar per epoch, 2 one line per epoch; both on
+        stdout, as Keras prints them, so that they stay in order with what callbacks and
+        the caller print. ``callbacks`` (one or a list) run after the Trainer's own; any
+        name a callback monitors must be one fit logs, which is checked before training.
         """
         X, y = self._check_data(X, y)
         epochs = number(epochs, "epochs", low=0, integer=True)
@@ -217,6 +237,7 @@ class Trainer:
         on_device = (k.to_device(X, self.model.dtype), k.to_device(y, y.dtype))
         history = History()
         callbacks = [history] + self.callbacks + self._check_callbacks(callbacks)
+        self._check_monitored(callbacks, validation is not None)
         for c in callbacks:
             c.trainer = self
         self.stop_training = False
@@ -253,6 +274,23 @@ class Trainer:
             c.on_train_end()
         return history
 
+    def _logged_names(self, validation):
+        """The names each epoch's logs will hold (see the end of _fit_epoch)."""
+        names = ["loss", *(m.name for m in self.metrics)]
+        return names + [f"val_{name}" for name in names] if validation else names
+
+    def _check_monitored(self, callbacks, validation):
+        """Fail before the first epoch, not after it, when a callback monitors a name fit
+        will not log."""
+        logged = self._logged_names(validation)
+        for c in callbacks:
+            missing = [name for name in c.required_logs() if name not in logged]
+            if missing:
+                hint = " (val_* names need validation_data or validation_split)" \
+                    if any(name.startswith("val_") for name in missing) else ""
+                raise ValueError(f"{type(c).__name__} monitors {', '.join(map(repr, missing))}, which fit will not "
+                                 f"log; it logs {', '.join(map(repr, logged))}{hint}")
+
     def _fit_epoch(self, X, y, on_device, batch_size, shuffle, validation, history, callbacks, description,
                    verbose):
         k = self.model._k
@@ -274,7 +312,7 @@ class Trainer:
         slots = [record[first_slot + b:first_slot + b + 1] for b in range(len(slices))]
         first_step = self.optimizer.iterations
         self._epoch_losses = (first_step, slice(first_slot, first_slot + len(slices)))
-        batch_callbacks = [c for c in callbacks if type(c).on_batch_end is not Callback.on_batch_end]
+        batch_callbacks = [c for c in callbacks if c._reads_batches()]
         last = len(slices) - 1
 
         def read(n_batches):
@@ -285,7 +323,10 @@ class Trainer:
             return losses, host
 
         with tqdm(total=len(slices), desc=description, unit="step", disable=verbose != 1, leave=True,
-                  dynamic_ncols=True) as bar:
+                  dynamic_ncols=True, file=sys.stdout) as bar:
+            compiling = self._kind_of_step() not in _STEPS_TAKEN
+            if compiling:
+                bar.set_description(f"{description} (compiling kernels)")
             for b, (start, stop) in enumerate(slices):
                 x_device, y_device = self._batch(X_device, y_device_all, order_device, start, stop)
                 began = time.perf_counter()
@@ -302,6 +343,8 @@ class Trainer:
                     loss = float(read(b + 1)[0][b])
                     for c in batch_callbacks:
                         c.on_batch_end(b, {"loss": loss})
+                if compiling:
+                    compiling = self._compiled(bar, description)
                 bar.update(1)
                 if verbose == 1 and (b % _PROGRESS_EVERY == 0 or b == last):
                     losses, _ = read(b + 1)
@@ -317,6 +360,20 @@ class Trainer:
                 logs.update({f"val_{name}": value for name, value in self._evaluate_checked(*validation).items()})
             bar.set_postfix({name: f"{value:.4f}" for name, value in logs.items()}, refresh=True)
         return logs
+
+    def _kind_of_step(self):
+        model = self.model
+        return (model.backend, model.dtype.name, tuple(a.name for a in model.activations), self.loss.name,
+                type(self.optimizer).__name__)
+
+    def _compiled(self, bar, description):
+        """After the first step of its kind, before the bar counts it: the description
+        back, and the bar's clock restarted, so that its rate and ETA never count the
+        compilation as step time."""
+        _STEPS_TAKEN.add(self._kind_of_step())
+        bar.set_description(description, refresh=False)
+        bar.reset(total=bar.total)
+        return False
 
     # --------------------------------------------------------------- evaluate
     def evaluate(self, X, y, batch_size=None):

@@ -219,7 +219,7 @@ class Backend(Protocol):
         * otherwise ``status[GUARD_SKIP] = 0`` and ``seg_scale[s] = c_s * g`` with
           ``c_s = min(1, clip_norm / sqrt(sq_s))`` (1 where ``sq_s == 0``) and
           ``g = min(1, clip_global_norm / (sqrt(sum_s c_s^2 sq_s) + CLIP_NORM_EPS))``
-          (torch clip_grad_norm_); ``inf`` disables either clip (the scale is then 1).
+          (torch ``clip_grad_norm_``); ``inf`` disables either clip (the scale is then 1).
         """
 
     def metric_sums(self, kind, threshold, scores, targets, sums) -> None:
@@ -230,13 +230,15 @@ class Backend(Protocol):
 
         * METRIC_ACCURACY: K > 1: rows where ``argmax(scores_i)`` (the first maximum)
           equals ``targets_i`` (or ``argmax(targets_i)`` for rows); K == 1:
-          ``(scores_i > threshold) == (targets_i > 0.5)``; count N.
+          ``(scores_i > threshold) == (targets_i > 0.5)``; count: the rows kept.
         * METRIC_SQUARED_ERROR / METRIC_ABSOLUTE_ERROR: ``sum (x - t)^2`` / ``sum |x - t|``
           over (N, K) targets; count N K.
         * METRIC_CROSS_ENTROPY on logits: K > 1: ``-log softmax(x_i)[y_i]`` or
           ``-sum_k t_ik log softmax(x_i)_k``; K == 1: the sigmoid BCE of
-          :meth:`binary_cross_entropy`; count N.
+          :meth:`binary_cross_entropy`; count: the rows kept.
 
-        A class target outside [0, K) (an ``ignore_index`` row) is a miss for accuracy and
-        adds NaN to the cross-entropy.
+        A class target outside [0, C), ``C = max(K, 2)`` (one output has the classes 0 and
+        1), such as an ``ignore_index`` row, is skipped by accuracy and cross-entropy: it
+        adds nothing to the total or the count (the cross-entropy is then the loss's mean
+        over kept rows). Target rows are always kept. A batch of skipped rows only adds 0.
         """

@@ -142,7 +142,7 @@ def test_documented_signature_and_defaults(name):
 
 def test_trainer_keyword_defaults():
     params = inspect.signature(engine.Trainer).parameters
-    assert tuple(params["metrics"].default) == ("accuracy",)
+    assert params["metrics"].default is None  # the loss's default_metrics: tests/test_metrics.py
     for clip in ("clip_value", "clip_norm", "clip_global_norm"):
         assert params[clip].default is None
     assert tuple(params["callbacks"].default) == ()

@@ -76,13 +76,13 @@ def test_guard_update_sum_overflow(fast, ref):
 
 # ---------------------------------------------------------------------------- metric_sums
 def metric_inputs(n, k, dtype, targets, seed=0):
-    """(scores, targets) on the host: ``targets`` "classes" (int64, with two ignored rows
-    of -100 when n > 4), "kept_classes" (none ignored), "one_hot", "rows" (normal) or
-    "labels" (0/1 rows)."""
+    """(scores, targets) on the host: ``targets`` "classes" (int64 in [0, max(k, 2)), with
+    two ignored rows of -100 when n > 4), "kept_classes" (none ignored), "one_hot", "rows"
+    (normal) or "labels" (0/1 rows)."""
     rng = np.random.default_rng(seed)
     scores = rng.normal(scale=3.0, size=(n, k)).astype(dtype)
     if targets in ("classes", "kept_classes"):
-        t = rng.integers(0, k, n)
+        t = rng.integers(0, max(k, 2), n)
         if n > 4 and targets == "classes":
             t[[1, n - 2]] = -100
         return scores, t
@@ -111,10 +111,9 @@ def assert_sums_close(fast, ref, kind, threshold, scores, targets, start=(0.0, 0
 SHAPES = [(1, 1), (1, 3), (7, 1), (7, 2), (33, 17), (256, 10)]
 KINDS = {"accuracy": spec.METRIC_ACCURACY, "squared": spec.METRIC_SQUARED_ERROR,
          "absolute": spec.METRIC_ABSOLUTE_ERROR, "cross_entropy": spec.METRIC_CROSS_ENTROPY}
-# An ignored row's cross-entropy is NaN: test_metric_sums_ignored_rows.
-TARGETS = {spec.METRIC_ACCURACY: ("classes", "one_hot", "labels"),
+TARGETS = {spec.METRIC_ACCURACY: ("classes", "kept_classes", "one_hot", "labels"),
            spec.METRIC_SQUARED_ERROR: ("rows",), spec.METRIC_ABSOLUTE_ERROR: ("rows",),
-           spec.METRIC_CROSS_ENTROPY: ("kept_classes", "one_hot", "rows", "labels")}
+           spec.METRIC_CROSS_ENTROPY: ("classes", "kept_classes", "one_hot", "rows", "labels")}
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))
@@ -155,11 +154,20 @@ def test_metric_sums_threshold_in_the_dtype(fast, ref, dtype):
     assert run_metric(fast, spec.METRIC_ACCURACY, 0.1, scores, labels)[0] == 3
 
 
-def test_metric_sums_ignored_rows(fast, ref, dtype):
-    scores, t = metric_inputs(9, 5, dtype, "classes")
-    assert_sums_close(fast, ref, spec.METRIC_ACCURACY, 0.0, scores, t)  # never a hit
-    got = run_metric(fast, spec.METRIC_CROSS_ENTROPY, 0.0, scores, t)
-    assert math.isnan(got[0]) and got[1] == 9
+@pytest.mark.parametrize("k", [1, 5, 1500])  # metric_elements, a warp per row, a block per row
+def test_metric_sums_skip_ignored_rows(fast, ref, dtype, k):
+    # a class outside [0, max(k, 2)) adds to neither the total nor the count
+    scores, t = metric_inputs(9, k, dtype, "classes")
+    t[4] = max(k, 2)
+    kept = (t >= 0) & (t < max(k, 2))
+    for kind in (spec.METRIC_ACCURACY, spec.METRIC_CROSS_ENTROPY):
+        assert_sums_close(fast, ref, kind, 0.0, scores, t, start=(1.5, 2.0))
+        got = run_metric(fast, kind, 0.0, scores, t)
+        assert got[1] == 6
+        np.testing.assert_allclose(got, run_metric(ref, kind, 0.0, scores[kept], t[kept]), **F64)
+        all_ignored = np.full(9, -100)
+        np.testing.assert_array_equal(run_metric(fast, kind, 0.0, scores, all_ignored, start=(1.5, 2.0)),
+                                      [1.5, 2.0])
 
 
 def test_metric_sums_non_contiguous(fast, ref, dtype):

@@ -157,9 +157,26 @@ def test_accuracy_classes(n, k):
 
 def test_accuracy_ties_nan_and_unknown_classes():
     x = np.array([[1.0, 3.0, 3.0], [np.nan, 5.0, 0.0], [0.0, np.nan, np.nan], [2.0, 1.0, 0.0]])
-    # first maximum: 1; a NaN is the maximum: 0 and 1; class -100 (an ignored row) never matches
-    assert sums_of(spec.METRIC_ACCURACY, x, np.array([1, 0, 1, -100]))[0] == 3
-    assert sums_of(spec.METRIC_ACCURACY, x, np.array([2, 1, 2, 0]))[0] == 1
+    # first maximum: 1; a NaN is the maximum: 0 and 1; class -100 (an ignored row) is not counted
+    np.testing.assert_array_equal(sums_of(spec.METRIC_ACCURACY, x, np.array([1, 0, 1, -100])), [3, 3])
+    np.testing.assert_array_equal(sums_of(spec.METRIC_ACCURACY, x, np.array([2, 1, 2, 0])), [1, 4])
+
+
+@pytest.mark.parametrize("k", [1, 4])
+def test_accuracy_skips_ignored_rows(k):
+    # torch's ignore_index rows (-100), and any class outside [0, max(K, 2)), count for nothing
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(30, k))
+    y = rng.integers(0, max(k, 2), 30)
+    y[[2, 7, 11]] = -100
+    y[20] = max(k, 2)
+    kept = (y >= 0) & (y < max(k, 2))
+    predicted = x.argmax(axis=1) if k > 1 else (x[:, 0] > 0).astype(np.int64)
+    total, count = sums_of(spec.METRIC_ACCURACY, x, y)
+    assert count == 26
+    assert total == sk.accuracy_score(y[kept], predicted[kept], normalize=False)
+    assert total / count == host_metric(engine.metrics.Accuracy(), y, x)
+    np.testing.assert_array_equal(sums_of(spec.METRIC_ACCURACY, x, np.full(30, -100), start=(2.0, 5.0)), [2, 5])
 
 
 @pytest.mark.parametrize("from_logits", [True, False])
@@ -215,10 +232,27 @@ def test_cross_entropy_one_output_is_sigmoid_bce():
     assert total / count == pytest.approx(host_metric(engine.metrics.CrossEntropy(), t, x), rel=1e-14)
 
 
-def test_cross_entropy_of_a_class_outside_the_logits_is_nan():
+def test_cross_entropy_skips_a_class_outside_the_logits():
     x, _ = classes(3, 4)
-    assert math.isnan(sums_of(spec.METRIC_CROSS_ENTROPY, x, np.array([0, -100, 2]))[0])
-    assert math.isnan(sums_of(spec.METRIC_CROSS_ENTROPY, x, np.array([4, 1, 2]))[0])
+    log_p = np.log(softmax(x))
+    np.testing.assert_allclose(sums_of(spec.METRIC_CROSS_ENTROPY, x, np.array([0, -100, 2])),
+                               [-(log_p[0, 0] + log_p[2, 2]), 2], rtol=1e-14)
+    np.testing.assert_allclose(sums_of(spec.METRIC_CROSS_ENTROPY, x, np.array([4, 1, 2])),
+                               [-(log_p[1, 1] + log_p[2, 2]), 2], rtol=1e-14)
+    z = np.array([[0.5], [-1.0], [2.0]])  # one output: classes 0 and 1, -100 skipped
+    np.testing.assert_allclose(sums_of(spec.METRIC_CROSS_ENTROPY, z, np.array([1, -100, 0])),
+                               [np.log1p(np.exp(-0.5)) + np.log1p(np.exp(2.0)), 2], rtol=1e-14)
+
+
+def test_cross_entropy_with_ignored_rows_is_the_loss_with_ignore_index():
+    x, y = classes(40, 5, seed=6)
+    y[::7] = -100
+    total, count = sums_of(spec.METRIC_CROSS_ENTROPY, x, y)
+    assert count == np.count_nonzero(y != -100)
+    loss = ref.softmax_cross_entropy(x, y, 0.0, -100, spec.MEAN, None, None)
+    assert total / count == pytest.approx(loss, rel=1e-13)
+    kept = y != -100
+    assert total / count == pytest.approx(sk.log_loss(y[kept], softmax(x[kept]), labels=np.arange(5)), rel=1e-12)
 
 
 def test_sums_accumulate():

@@ -31,7 +31,7 @@ class Row:
 
     @property
     def label(self):
-        """What the table calls the row: the workload, "S epoch", or the kernel row's label."""
+        """The row's name in the table (the workload, "S epoch", or the kernel row's label)."""
         return f"{self.workload} epoch" if self.op == "epoch" else self.workload
 
     def metrics(self):

@@ -75,7 +75,7 @@ def _argmax(row):
 
 @small_kernel
 def _row_cross_entropy(x, label, target, classes):
-    """``-log softmax(x)[label]`` (NaN for a label outside [0, K)) or
+    """``-log softmax(x)[label]`` (a label in [0, K): the caller skips the others) or
     ``-sum_k target_k log softmax(x)_k``, in float64."""
     k = x.size
     m = np.float64(x[0])
@@ -88,7 +88,7 @@ def _row_cross_entropy(x, label, target, classes):
         s += math.exp(np.float64(x[j]) - m)
     log_s = math.log(s)
     if classes:
-        return log_s - (np.float64(x[label]) - m) if 0 <= label < k else math.nan
+        return log_s - (np.float64(x[label]) - m)
     total = 0.0
     for j in range(k):
         total += np.float64(target[j]) * (log_s - (np.float64(x[j]) - m))
@@ -98,21 +98,28 @@ def _row_cross_entropy(x, label, target, classes):
 @small_kernel
 def _metric_sums(kind, threshold, scores, labels, rows, classes, sums):
     """spec.Backend.metric_sums over the rows of ``scores``: class targets in ``labels``
-    (when ``classes``) or target rows in ``rows``; totals in float64."""
+    (when ``classes``) or target rows in ``rows``; totals in float64. Accuracy and
+    cross-entropy skip a class target outside [0, max(K, 2))."""
     n, k = scores.shape
     threshold = cast_to(threshold, scores)
+    errors = kind == _SQUARED or kind == _ABSOLUTE
+    n_classes = max(k, 2)
     total = 0.0
+    kept = 0
     for i in range(n):
         x = scores[i]
         label = labels[i] if classes else 0
         target = rows[i] if not classes else rows[0]
+        if classes and not errors and not (0 <= label < n_classes):
+            continue
+        kept += 1
         if kind == _ACCURACY:
             if k > 1:
                 hit = _argmax(x) == (label if classes else _argmax(target))
             else:
                 hit = (x[0] > threshold) == ((label if classes else target[0]) > 0.5)
             total += 1.0 if hit else 0.0
-        elif kind == _SQUARED or kind == _ABSOLUTE:
+        elif errors:
             for j in range(k):
                 d = np.float64(x[j]) - np.float64(target[j])
                 total += d * d if kind == _SQUARED else abs(d)
@@ -123,7 +130,7 @@ def _metric_sums(kind, threshold, scores, labels, rows, classes, sums):
         else:
             total += _row_cross_entropy(x, label, target, classes)
     sums[0] += total
-    sums[1] += n * k if kind == _SQUARED or kind == _ABSOLUTE else n
+    sums[1] += kept * k if errors else kept
 
 
 # Stand-ins for the target form not given, by scores dtype: the kernel compiles once per

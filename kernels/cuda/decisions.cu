@@ -6,9 +6,9 @@
 // - metric_rows with WarpRows: block of a multiple of 32 threads, one warp per row; with
 //   BlockRows (rows wider than 1024): one block per row. Grid: ceil(rows / rows per
 //   block), at most MAX_BLOCKS (rows loop). metric_elements: grid-stride over elements.
-//   Both write one float64 partial per block.
+//   Both write two float64 partials per block: its total and its count.
 // - metric_finish: grid 1, block of a multiple of 32 threads; adds the partials in a
-//   fixed order to sums[0], so the sums are the same from run to run.
+//   fixed order to sums[0] and sums[1], so the sums are the same from run to run.
 // Static shared memory only (the block reductions of loss_math.cuh, under 1 KiB).
 #include "loss_math.cuh"
 
@@ -73,6 +73,17 @@ __global__ void guard_update(const double* total, const double* sq_norms, long l
     if (threadIdx.x == 0) status[GUARD_SKIP] = 0.0;
 }
 
+// Whether row's target counts: a class index in [0, classes) (others, such as an
+// ignore_index row, are skipped by accuracy and cross-entropy); a target row always.
+__device__ __forceinline__ bool kept_target(const long long* targets, long long row, long long classes) {
+    const long long y = targets[row];
+    return y >= 0 && y < classes;
+}
+template <typename T>
+__device__ __forceinline__ bool kept_target(const T*, long long, long long) {
+    return true;
+}
+
 // The class of a row's target: y_i itself, or the first maximum of the target row.
 template <typename G, typename T>
 __device__ long long target_class(const long long* targets, long long row, long long) {
@@ -88,14 +99,13 @@ __device__ long long target_class(const T* targets, long long row, long long k) 
     return best_k;
 }
 
-// -log softmax(x)_y (class targets) or -sum_k t_k log softmax(x)_k (rows), in double,
-// with m, log_s the row's softmax statistics of double(x).
+// -log softmax(x)_y (class targets, y in [0, k): the caller skips the others) or
+// -sum_k t_k log softmax(x)_k (rows), in double, with m, log_s the row's softmax
+// statistics of double(x).
 template <typename G, typename T>
-__device__ double row_cross_entropy(const T* x, const long long* targets, long long row, long long k,
+__device__ double row_cross_entropy(const T* x, const long long* targets, long long row, long long,
                                     double m, double log_s) {
-    const long long y = targets[row];
-    if (y < 0 || y >= k) return fd::loss::quiet_nan<double>();
-    return log_s - (double(x[y]) - m);
+    return log_s - (double(x[targets[row]]) - m);
 }
 template <typename G, typename T>
 __device__ double row_cross_entropy(const T* x, const T* targets, long long row, long long k,
@@ -111,12 +121,14 @@ __device__ double row_cross_entropy(const T* x, const T* targets, long long row,
 
 // Rows of scores (n, k > 1) with class targets Y = long long (n,) or rows Y = T (n, k):
 // METRIC_ACCURACY adds 1 per row whose first maximum is the target's class,
-// METRIC_CROSS_ENTROPY the row's softmax cross-entropy on logits.
+// METRIC_CROSS_ENTROPY the row's softmax cross-entropy on logits; each counts the rows
+// kept (a class outside [0, k) is skipped; the skip is uniform over the row's group).
 template <typename T, typename Y, typename G>
 __global__ void metric_rows(int kind, const T* scores, const Y* targets, long long n, long long k,
-                            double* partials) {
-    double block_total = 0.0;
+                            double* totals, double* counts) {
+    double block_total = 0.0, block_count = 0.0;
     for (long long row = G::first_row(); row < n; row += G::row_stride()) {
+        if (!kept_target(targets, row, k)) continue;
         const T* x = scores + row * k;
         double value;
         if (kind == METRIC_ACCURACY) {
@@ -130,22 +142,28 @@ __global__ void metric_rows(int kind, const T* scores, const Y* targets, long lo
             fd::loss::row_softmax<G>(x, k, m, s);
             value = row_cross_entropy<G>(x, targets, row, k, m, fd::log(s));
         }
-        if (G::rank() == 0) block_total += value;
+        if (G::rank() == 0) {
+            block_total += value;
+            block_count += 1.0;
+        }
     }
-    fd::loss::post_block_total(block_total, partials);
+    fd::loss::post_block_total(block_total, totals);
+    fd::loss::post_block_total(block_count, counts);
 }
 
 // Elements i < n of scores and targets (Y = T, or long long class labels for one output):
 // METRIC_SQUARED_ERROR (x - t)^2, METRIC_ABSOLUTE_ERROR |x - t|, and for one output
 // METRIC_ACCURACY [(x > threshold) == (t > 0.5)] and METRIC_CROSS_ENTROPY the sigmoid
 // BCE on logits; in double from the values in T (the threshold compared in T, as NumPy
-// compares an array with a Python float).
+// compares an array with a Python float). Each counts the elements kept: one output has
+// the classes 0 and 1, and a class label outside them is skipped.
 template <typename T, typename Y>
 __global__ void metric_elements(int kind, const T* scores, const Y* targets, long long n,
-                                T threshold, double* partials) {
-    double block_total = 0.0;
+                                T threshold, double* totals, double* counts) {
+    double block_total = 0.0, block_count = 0.0;
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
+        if (!kept_target(targets, i, 2)) continue;
         const double x = double(scores[i]), t = double(targets[i]);
         double value;
         if (kind == METRIC_SQUARED_ERROR) {
@@ -158,13 +176,16 @@ __global__ void metric_elements(int kind, const T* scores, const Y* targets, lon
             value = (scores[i] > threshold) == (t > 0.5) ? 1.0 : 0.0;
         }
         block_total += value;
+        block_count += 1.0;
     }
-    fd::loss::post_block_total(block_total, partials);
+    fd::loss::post_block_total(block_total, totals);
+    fd::loss::post_block_total(block_count, counts);
 }
 
-// sums[0] += the fixed-order sum of the parts partials, sums[1] += count.
-__global__ void metric_finish(const double* partials, long long parts, double count, double* sums) {
-    const double total = fd::loss::sum_partials(partials, parts);
+// sums[0] += the fixed-order sum of the parts totals, sums[1] += that of the parts counts.
+__global__ void metric_finish(const double* totals, const double* counts, long long parts, double* sums) {
+    const double total = fd::loss::sum_partials(totals, parts);
+    const double count = fd::loss::sum_partials(counts, parts);
     if (threadIdx.x == 0) {
         sums[0] += total;
         sums[1] += count;

@@ -1,6 +1,6 @@
 """The per-step decisions of :mod:`kernels.spec` on CuPy arrays (CUDA C in ``decisions.cu``):
 ``guard_update`` (one single-block kernel) and ``metric_sums`` (a metric kernel writing
-one float64 partial per block, then ``metric_finish`` adding them in a fixed order).
+a float64 total and count per block, then ``metric_finish`` adding them in a fixed order).
 Neither waits for the device.
 """
 import re
@@ -72,7 +72,9 @@ def guard_update(total, sq_norms, clip_norm, clip_global_norm, step, sticky, seg
 
 def metric_sums(kind, threshold, scores, targets, sums) -> None:
     """spec.Backend.metric_sums: metric_rows (accuracy and cross-entropy of several
-    outputs) or metric_elements (the errors, and one output), then metric_finish."""
+    outputs) or metric_elements (the errors, and one output), then metric_finish. The
+    count is the device's: accuracy and cross-entropy skip class targets outside
+    [0, max(K, 2))."""
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of spec's METRIC_* codes; got {kind!r}")
     device_array(scores, "scores", FLOATS, ndim=2)
@@ -91,17 +93,15 @@ def metric_sums(kind, threshold, scores, targets, sums) -> None:
     x = cupy.ascontiguousarray(scores)
     t = cupy.ascontiguousarray(targets)
     target_type = "long long" if classes else C_TYPES[dtype]
-    partials = scratch("metric_partials", (MAX_BLOCKS,), np.float64)
+    partials = scratch("metric_partials", (2, MAX_BLOCKS), np.float64)
+    totals, counts = partials[0], partials[1]  # a block's total and count (rows kept)
     if k > 1 and kind in (spec.METRIC_ACCURACY, spec.METRIC_CROSS_ENTROPY):
         group, blocks, threads = row_launch(n, k)
         SOURCE.function(instance("metric_rows", dtype, target_type, group))(
-            (blocks,), (threads,), (np.int32(kind), x, t, np.int64(n), np.int64(k), partials))
-        count = n
+            (blocks,), (threads,), (np.int32(kind), x, t, np.int64(n), np.int64(k), totals, counts))
     else:
-        count = n * k
-        blocks = grid_blocks(count, ELEMENT_THREADS * ELEMENTS_PER_THREAD)
+        blocks = grid_blocks(n * k, ELEMENT_THREADS * ELEMENTS_PER_THREAD)
         SOURCE.function(instance("metric_elements", dtype, target_type))(
             (blocks,), (ELEMENT_THREADS,),
-            (np.int32(kind), x, t, np.int64(count), scalar(threshold, dtype), partials))
-    SOURCE.function("metric_finish")(
-        (1,), (FINISH_THREADS,), (partials, np.int64(blocks), np.float64(count), sums))
+            (np.int32(kind), x, t, np.int64(n * k), scalar(threshold, dtype), totals, counts))
+    SOURCE.function("metric_finish")((1,), (FINISH_THREADS,), (totals, counts, np.int64(blocks), sums))

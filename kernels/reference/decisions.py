@@ -31,9 +31,13 @@ def guard_update(total, sq_norms, clip_norm, clip_global_norm, step, sticky, seg
 
 def metric_sums(kind, threshold, scores, targets, sums):
     """``sums += (total, count)`` of one batch for metric ``kind`` (spec.Backend.metric_sums),
-    in float64; the accuracy threshold compares in the scores' dtype. A class target
-    outside [0, K) has no cross-entropy: its row adds NaN."""
+    in float64; the accuracy threshold compares in the scores' dtype. Accuracy and
+    cross-entropy skip a class target outside [0, max(K, 2)) (an ignore_index row): it
+    adds to neither the total nor the count."""
     n, k = scores.shape
+    if kind in (spec.METRIC_ACCURACY, spec.METRIC_CROSS_ENTROPY) and targets.ndim == 1:
+        kept = (targets >= 0) & (targets < max(k, 2))
+        scores, targets, n = scores[kept], targets[kept], int(np.count_nonzero(kept))
     x = scores.astype(np.float64)
     t = targets.astype(np.float64)
     if kind == spec.METRIC_ACCURACY:
@@ -59,10 +63,7 @@ def metric_sums(kind, threshold, scores, targets, sums):
             if targets.ndim == 2:
                 total = -np.sum(t * log_p)
             else:
-                per_row = np.full(n, np.nan)
-                valid = (targets >= 0) & (targets < k)
-                per_row[valid] = -log_p[np.flatnonzero(valid), targets[valid]]
-                total = np.sum(per_row)
+                total = -np.sum(log_p[np.arange(n), targets])
         count = n
     else:
         raise ValueError(f"kind must be one of kernels.spec's METRIC_* codes; got {kind!r}")
