@@ -9,6 +9,7 @@ import string
 
 import numpy as np
 
+from .schedules import Scaled
 from .validation import number, one_of
 
 # Names of logged quantities that improve upwards; "auto" mode reads any other one as a
@@ -53,6 +54,79 @@ class History(Callback):
 
     def __repr__(self):
         return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
+
+    def plot(self, path=None, keys=None):
+        """A matplotlib figure of the curves, one panel per quantity: its training values
+        (logged as ``name``) next to its validation values (``val_name``) against the epoch
+        (counted from 1), each line labelled with its logged name and each panel titled with
+        the quantity.
+
+        ``keys``: the quantities to draw, in panel order (``"loss"``, ``"accuracy"``, ...;
+        ``"val_loss"`` stands for the ``"loss"`` panel). By default the loss and the
+        metrics: every logged quantity but the learning rate ``"lr"`` and the per-layer
+        diagnostics (names with a ``/``, e.g. ``"grad_norm/1"``); asked for, ``"lr"`` is
+        drawn on a log scale. At most three panels a row. ``path``: where to save the
+        figure (the format follows its extension, e.g. ``.png``). Returns the figure
+        (made with pyplot: ``plt.show()`` shows it, ``plt.close(fig)`` frees it). Needs
+        matplotlib: ``pip install 'fusedense[plot]'``.
+        """
+        quantities = self._quantities(keys)
+        if path is not None:
+            path = _check_path(path)
+        try:
+            import matplotlib.pyplot as plt
+            from matplotlib.ticker import MaxNLocator
+        except ImportError:
+            raise ImportError("history.plot needs matplotlib: pip install 'fusedense[plot]'") from None
+        n_cols = min(3, len(quantities))
+        n_rows = -(-len(quantities) // n_cols)
+        fig, axes = plt.subplots(n_rows, n_cols, figsize=(4.5 * n_cols, 3.4 * n_rows), squeeze=False)
+        for ax, quantity in zip(axes.flat, quantities):
+            for name in (quantity, f"val_{quantity}"):
+                if name in self.history:
+                    values = self.history[name]
+                    ax.plot(np.arange(1, len(values) + 1), values, marker="." if len(values) < 30 else None,
+                            label=name)
+            ax.set_title(quantity)
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            if quantity == "lr":
+                ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+            ax.legend()
+        for ax in axes.flat[len(quantities):]:
+            ax.set_axis_off()
+        fig.tight_layout()
+        if path is not None:
+            fig.savefig(path, dpi=120)
+        return fig
+
+    def _quantities(self, keys):
+        """The panels ``plot`` draws for ``keys`` (see there), checked against the logged names."""
+        logged = list(self.history)
+        if not logged:
+            raise ValueError("history has nothing logged to plot: fit has not finished an epoch with it")
+        every = list(dict.fromkeys(name.removeprefix("val_") for name in logged))
+        if keys is None:
+            return [q for q in every if q != "lr" and "/" not in q]
+        if isinstance(keys, str):
+            keys = [keys]
+        try:
+            keys = list(keys)
+        except TypeError:
+            raise TypeError(f"keys must be a list of logged names such as ['loss', 'accuracy']; "
+                            f"got {type(keys).__name__}") from None
+        if not keys:
+            raise ValueError("keys must name at least one logged quantity; got an empty list")
+        for key in keys:
+            if not isinstance(key, str):
+                raise TypeError(f"keys must hold logged names (str); got {type(key).__name__}")
+        wanted = list(dict.fromkeys(key.removeprefix("val_") for key in keys))
+        missing = [key for key in keys if key.removeprefix("val_") not in every]
+        if missing:
+            raise ValueError(f"keys must be logged names; {', '.join(map(repr, missing))} not logged "
+                             f"(logged: {', '.join(map(repr, logged))})")
+        return wanted
 
 
 def _check_monitor(monitor):
@@ -128,6 +202,89 @@ class EarlyStopping(Callback):
     def on_train_end(self, logs=None):
         if self.restore_best_weights and self.best_weights is not None:
             self.trainer.model.set_weights(self.best_weights)
+
+
+# torch's ReduceLROnPlateau eps: a cut smaller than this leaves the rate as it is.
+_MIN_CUT = 1e-8
+
+
+class ReduceLROnPlateau(Callback):
+    """Lower the learning rate when ``monitor`` stops improving: torch's
+    ``ReduceLROnPlateau``, stepped with the monitored value at the end of every epoch.
+
+    ``min_delta`` is torch's ``threshold``. With ``threshold_mode="rel"`` (torch's
+    default) an epoch improves when ``value < best * (1 - min_delta)`` (``mode`` min) or
+    ``value > best * (1 + min_delta)`` (max); with ``"abs"`` when
+    ``value < best - min_delta`` or ``value > best + min_delta`` (Keras's min_delta). A NaN
+    never improves. ``mode`` as in EarlyStopping ("auto": max for accuracy, auc,
+    precision, recall, f1, r2, else min).
+
+    Every epoch that does not improve is bad; when more than ``patience`` epochs in a row
+    are bad, the rate ``old`` of the next update becomes
+    ``new = max(old * factor, min_lr)`` (no change when ``old - new <= 1e-8``), the count
+    restarts, and the next ``cooldown`` epochs count no bad epoch.
+
+    A float ``lr`` of the optimizer is replaced by ``new`` (exactly torch). A schedule is
+    multiplied: the optimizer's ``lr`` becomes ``schedules.Scaled(schedule, scale)`` with
+    ``scale`` multiplied by ``new / old``, so the schedule keeps its shape at the lower
+    level (``min_lr`` bounds the rate at the cut, not the schedule's later values), as
+    torch's chained schedulers scale from the rate a plateau cut left. The state (best
+    value, counters) carries over from one ``fit`` to the next, like a torch scheduler
+    object, so that ``fit(epochs=1)`` in a loop behaves like one longer ``fit``. The cut
+    is the optimizer's ``lr``, which checkpoints do not record: a trainer built afresh
+    for ``load_checkpoint`` starts from the rate it is given.
+    """
+
+    def __init__(self, monitor="val_loss", factor=0.1, patience=10, min_delta=1e-4, cooldown=0, min_lr=0.0,
+                 mode="auto", threshold_mode="rel"):
+        self.monitor = _check_monitor(monitor)
+        self.factor = number(factor, "factor", low=0.0, high=1.0, high_open=True)
+        self.patience = number(patience, "patience", low=0, integer=True)
+        self.min_delta = number(min_delta, "min_delta", low=0.0)
+        self.cooldown = number(cooldown, "cooldown", low=0, integer=True)
+        self.min_lr = number(min_lr, "min_lr", low=0.0)
+        self.mode = _check_mode(mode, monitor)
+        self.threshold_mode = one_of(threshold_mode, ("rel", "abs"), "threshold_mode")
+        self.best = -math.inf if self.mode == "max" else math.inf
+        self.num_bad_epochs = 0
+        self.cooldown_counter = 0
+
+    def required_logs(self):
+        return (self.monitor,)
+
+    def _improved(self, value):
+        if self.threshold_mode == "abs":
+            return _improved(value, self.best, self.mode, self.min_delta)
+        if self.mode == "max":
+            return value > self.best * (1.0 + self.min_delta)
+        return value < self.best * (1.0 - self.min_delta)
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = float(logs[self.monitor])
+        if self._improved(value):
+            self.best, self.num_bad_epochs = value, 0
+        else:
+            self.num_bad_epochs += 1
+        if self.cooldown_counter > 0:
+            self.cooldown_counter -= 1
+            self.num_bad_epochs = 0
+        if self.num_bad_epochs > self.patience:
+            self._cut()
+            self.cooldown_counter = self.cooldown
+            self.num_bad_epochs = 0
+
+    def _cut(self):
+        optimizer = self.trainer.optimizer
+        old = optimizer.learning_rate()
+        new = max(old * self.factor, self.min_lr)
+        if old - new <= _MIN_CUT:
+            return
+        if not callable(optimizer.lr):
+            optimizer.lr = new
+        elif isinstance(optimizer.lr, Scaled):  # a new object: a schedule the user holds stays as it was
+            optimizer.lr = Scaled(optimizer.lr.schedule, optimizer.lr.scale * new / old)
+        else:
+            optimizer.lr = Scaled(optimizer.lr, new / old)
 
 
 def _format_fields(path):

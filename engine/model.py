@@ -1,7 +1,8 @@
 """The multilayer perceptron: parameters in one flat buffer, workspaces per batch size."""
 from __future__ import annotations
 
-from collections import OrderedDict
+import numbers
+from collections import OrderedDict, namedtuple
 
 import numpy as np
 
@@ -17,6 +18,12 @@ from .validation import as_numeric_array, check_features, check_finite, number, 
 OUTPUTS = {"none": spec.OUTPUT_NONE, "sigmoid": spec.OUTPUT_SIGMOID, "softmax": spec.OUTPUT_SOFTMAX}
 DTYPES = ("float32", "float64")
 _MAX_WORKSPACES = 4  # batch sizes kept: training, a last partial batch, evaluation...
+_NO_GRADS = {"W": None, "b": None, "slope": None}  # what a frozen layer's backward writes
+
+# Consecutive segments of trained (not frozen) layers, which an optimizer updates in one
+# call: ``elements`` and ``segments`` slice the flat buffers and the per-segment arrays,
+# ``offsets`` (a backend int64 array) are the run's segment offsets counted from its start.
+TrainedRun = namedtuple("TrainedRun", ["elements", "segments", "offsets"])
 
 
 def _describe(activation):
@@ -93,6 +100,9 @@ class MLP:
         self._grad_layers = self._layout.layer_views(self._grads)
         self._linear = [a.code == spec.IDENTITY and p == 0.0 for a, p in zip(layer_acts, self._layer_dropout)]
         self._workspaces = OrderedDict()
+        self._frozen = frozenset()  # see freeze()
+        self._first_trained = 0  # the lowest layer not frozen
+        self._trained_runs = None  # None while nothing is frozen, else a tuple of TrainedRun
 
     # ------------------------------------------------------------ construction
     @staticmethod
@@ -196,6 +206,109 @@ class MLP:
         from .io import save_model
         save_model(self, path)
 
+    # ---------------------------------------------------------------- transfer
+    @property
+    def frozen_layers(self):
+        """The indices of the frozen dense layers (0 is the first, ``dense_1`` in summary()),
+        in increasing order."""
+        return tuple(sorted(self._frozen))
+
+    def freeze(self, layers):
+        """Freeze dense layers: ``layers`` an int k (the first k layers) or a list of layer
+        indices (0 the first; negative ones count from the output layer, -1). Added to those
+        already frozen.
+
+        A frozen layer's parameters (W, b and a PReLU slope) get no update: its backward
+        computes neither ``dW = X.T @ dZ`` (the weight-gradient GEMM) nor the column sums of
+        ``db``, the optimizer neither steps, decays nor changes its state there, its
+        gradients are 0 for clipping and norms, and below the lowest trained layer nothing
+        is back-propagated at all. Gradients still flow through a frozen layer to the
+        trained layers under it. Takes effect at the next step, with the same Trainer.
+
+        Freezing is training set-up, not model state (as torch's ``requires_grad``): neither
+        :meth:`save` nor checkpoints record it; freeze again after loading.
+        """
+        self._set_frozen(self._frozen | frozenset(self._layer_indices(layers, "layers")))
+
+    def unfreeze(self, layers=None):
+        """Make layers trainable again: all with ``layers=None``, else as in :meth:`freeze`.
+        Their optimizer state is where it was when they were frozen."""
+        if layers is None:
+            self._set_frozen(frozenset())
+        else:
+            self._set_frozen(self._frozen - frozenset(self._layer_indices(layers, "layers")))
+
+    def _layer_indices(self, layers, argument):
+        """The layer indices (0 .. L - 1) ``layers`` names: an int k (the first k) or a list."""
+        n = len(self.sizes) - 1
+        if isinstance(layers, (list, tuple, range, np.ndarray)):
+            indices = []
+            for i, layer in enumerate(layers):
+                if isinstance(layer, bool) or not isinstance(layer, numbers.Integral):
+                    raise TypeError(f"{argument}[{i}] must be a layer index (an int); got {type(layer).__name__}")
+                if not -n <= layer < n:
+                    raise ValueError(f"{argument}[{i}] must be a layer index in [{-n}, {n - 1}] (the model has {n} "
+                                     f"dense layers); got {layer}")
+                indices.append(int(layer) % n)
+            return indices
+        if isinstance(layers, bool) or not isinstance(layers, numbers.Integral):
+            raise TypeError(f"{argument} must be an int (the first k layers) or a list of layer indices; "
+                            f"got {type(layers).__name__}")
+        return range(number(layers, f"{argument} (a count of first layers)", low=0, high=n, integer=True))
+
+    def _set_frozen(self, frozen):
+        """Freeze exactly the layers ``frozen``: their gradients zeroed (no backward writes
+        them any more), the lowest trained layer and the runs of trained segments found."""
+        k, layout = self._k, self._layout
+        for segment, view in zip(layout.segments, layout.views(self._grads)):
+            if segment.layer in frozen - self._frozen:
+                k.copy_into(view, np.zeros(segment.shape))
+        self._frozen = frozen
+        n_layers = len(self.sizes) - 1
+        self._first_trained = min((i for i in range(n_layers) if i not in frozen), default=n_layers)
+        if not frozen:
+            self._trained_runs = None
+            return
+        runs, start = [], None
+        for s, segment in enumerate(layout.segments + (None,)):
+            trained = segment is not None and segment.layer not in frozen
+            if trained and start is None:
+                start = s
+            elif not trained and start is not None:
+                first, end = layout.offsets[start], layout.offsets[s]
+                runs.append(TrainedRun(slice(int(first), int(end)), slice(start, s),
+                                       k.to_device(layout.offsets[start:s + 1] - first, np.int64)))
+                start = None
+        self._trained_runs = tuple(runs)
+
+    def copy_layers_from(self, other, n_layers):
+        """Copy the parameters of the first ``n_layers`` dense layers of the MLP ``other``
+        into this model (transfer learning: reuse trained hidden layers, then train the
+        rest, e.g. after :meth:`freeze`). Those layers must have the same shapes in both:
+        ``sizes[:n_layers + 1]`` equal and the same parameters per layer (a PReLU slope in
+        both or in neither). Values are cast to this model's dtype and may come from
+        another backend. Everything is checked before anything is written; the other
+        layers, the optimizer state and the frozen layers are left as they are.
+        """
+        if not isinstance(other, MLP):
+            raise TypeError(f"other must be an engine.MLP; got {type(other).__name__}")
+        n_max = min(len(self.sizes), len(other.sizes)) - 1
+        n_layers = number(n_layers, "n_layers", low=1, high=n_max, integer=True)
+        if self.sizes[:n_layers + 1] != other.sizes[:n_layers + 1]:
+            raise ValueError(f"n_layers={n_layers}: the layers copied must have the same sizes; this model's sizes "
+                             f"begin {self.sizes[:n_layers + 1]}, other's {other.sizes[:n_layers + 1]}")
+        mine = [(s, view) for s, view in zip(self._layout.segments, self._layout.views(self._params))
+                if s.layer < n_layers]
+        theirs = [s for s in other._layout.segments if s.layer < n_layers]
+        for layer in range(n_layers):
+            kinds = [s.kind for s, _ in mine if s.layer == layer]
+            other_kinds = [s.kind for s in theirs if s.layer == layer]
+            if kinds != other_kinds:
+                raise ValueError(f"n_layers={n_layers}: layer {layer} has the parameters {', '.join(kinds)} here but "
+                                 f"{', '.join(other_kinds)} in other (a prelu activation in one model only)")
+        for (_, view), value in zip(mine, other.get_weights()):
+            self._k.copy_into(view, value)
+
     # ----------------------------------------------------------------- compute
     def _workspace(self, n):
         ws = self._workspaces.get(n)
@@ -206,15 +319,16 @@ class MLP:
             self._workspaces[n] = ws
         return ws
 
-    def _forward(self, X, training, step):
-        """Logits of the device batch X; dropout masks keyed by (seed, step, layer)."""
+    def _forward(self, X, training, step, alive=None):
+        """Logits of the device batch X; dropout masks keyed by (seed, step, layer).
+        ``alive``: None, or per layer dense_forward's flags of the units that fired (or None)."""
         k, ws = self._k, self._workspace(X.shape[0])
         A = X
         for i, (layer, act) in enumerate(zip(self._layers, self._layer_acts)):
             p = self._layer_dropout[i] if training else 0.0
             ws.keys[i] = dropout_key(self._seed, step, i) if p > 0.0 else 0
             k.dense_forward(A, layer["W"], layer["b"], act.code, act.param, layer["slope"], p, ws.keys[i],
-                            ws.Z[i], ws.Y[i])
+                            ws.Z[i], ws.Y[i], None if alive is None else alive[i])
             A = ws.Y[i]
         return A
 
@@ -223,14 +337,17 @@ class MLP:
         return self._workspace(n).dY[-1]
 
     def _backward(self, X):
-        """Gradients of every parameter into the flat gradient buffer (after _forward(training))."""
-        k, ws = self._k, self._workspace(X.shape[0])
-        for i in reversed(range(len(self._layers))):
-            layer, grads, act = self._layers[i], self._grad_layers[i], self._layer_acts[i]
+        """Gradients of every trained parameter into the flat gradient buffer (after
+        _forward(training)): down to the lowest trained layer, frozen layers above it
+        passing dX alone on (see freeze)."""
+        k, ws, first = self._k, self._workspace(X.shape[0]), self._first_trained
+        for i in reversed(range(first, len(self._layers))):
+            layer, act = self._layers[i], self._layer_acts[i]
+            grads = _NO_GRADS if i in self._frozen else self._grad_layers[i]
             p = self._layer_dropout[i]
             k.dense_backward(ws.dY[i], X if i == 0 else ws.Y[i - 1], layer["W"], ws.Z[i], act.code, act.param,
                              layer["slope"], p, ws.keys[i], ws.dY[i] if self._linear[i] else ws.Z[i],
-                             grads["W"], grads["b"], grads["slope"], None if i == 0 else ws.dY[i - 1])
+                             grads["W"], grads["b"], grads["slope"], None if i == first else ws.dY[i - 1])
 
     def _device_batches(self, X, batch_size):
         """(start, stop, device batch) over the rows of host array X."""

@@ -35,6 +35,7 @@ class Optimizer:
 
     def __init__(self, lr, weight_decay=0.0, decay_bias=True):
         self.lr = _check_lr(lr)
+        self.last_lr = None  # the rate of the last update applied (what fit logs as "lr")
         self.weight_decay = number(weight_decay, "weight_decay", low=0.0)
         if not isinstance(decay_bias, bool):
             raise TypeError(f"decay_bias must be True or False; got {type(decay_bias).__name__}")
@@ -74,21 +75,41 @@ class Optimizer:
             raise ValueError(f"lr schedule must return a finite number >= 0; at update {iteration} it returned {lr!r}")
         return float(lr)
 
-    def apply(self, params, grads, seg_scale, clip_value, status=None):
+    def apply(self, params, grads, seg_scale, clip_value, status=None, diag=None):
         """One update of ``params`` from ``grads`` (clipped and scaled per segment).
 
         ``status``: the device record of the backend's ``guard_update``, whose skip flag
         makes the kernel change nothing. The update is counted all the same, since the host
-        does not read the flag here; whoever reads it calls :meth:`_rewind`.
+        does not read the flag here; whoever reads it calls :meth:`_rewind`. ``diag``: None,
+        or the (S, 2) float64 sums of kernels.spec's update diagnostics, added to.
+
+        One kernel over the whole model; with frozen layers (``MLP.freeze``), one over each
+        run of consecutive trained segments instead (slices of the flat buffers, offsets
+        counted from the run's start), so that frozen segments are neither stepped nor
+        decayed and their optimizer state is untouched.
         """
-        lr = self.learning_rate()
+        lr = self.last_lr = self.learning_rate()
         step = self.iterations + 1
-        self._update(params, grads, (self._model._offsets, seg_scale, self._seg_decay, clip_value), lr, step,
-                     status)
+        model = self._model
+        if model._trained_runs is None:
+            self._update(params, grads, self._state, (model._offsets, seg_scale, self._seg_decay, clip_value), lr,
+                         step, status, diag)
+        else:
+            for run in model._trained_runs:
+                e, s = run.elements, run.segments
+                self._update(params[e], grads[e], {name: a[e] for name, a in self._state.items()},
+                             (run.offsets, seg_scale[s], self._seg_decay[s], clip_value), lr, step, status,
+                             None if diag is None else diag[s])
+        self._advance(step)
         self.iterations = step
 
-    def _update(self, params, grads, grad_args, lr, step, status):
+    def _update(self, params, grads, state, grad_args, lr, step, status, diag):
+        """The kernel call of update ``step`` on ``params``, ``grads`` and the optimizer's
+        ``state`` (dict of arrays), all of one run of segments (see :meth:`apply`)."""
         raise NotImplementedError
+
+    def _advance(self, step):
+        """Scalar state after update ``step``, once per update whatever the runs."""
 
     def _rewind(self, iterations):
         """Count the first ``iterations`` updates only: the kernels skipped those after them."""
@@ -134,9 +155,9 @@ class SGD(Optimizer):
         return {**super().hyperparameters(), "momentum": self.momentum, "dampening": self.dampening,
                 "nesterov": self.nesterov}
 
-    def _update(self, params, grads, grad_args, lr, step, status):
-        self._k.sgd(params, grads, self._state["momentum_buffer"], *grad_args, lr, self.momentum,
-                    self.dampening, self.nesterov, step == 1, status)
+    def _update(self, params, grads, state, grad_args, lr, step, status, diag):
+        self._k.sgd(params, grads, state["momentum_buffer"], *grad_args, lr, self.momentum,
+                    self.dampening, self.nesterov, step == 1, status, diag)
 
 
 class Adagrad(Optimizer):
@@ -155,8 +176,8 @@ class Adagrad(Optimizer):
     def _initial_value(self, name):
         return self.initial_accumulator_value
 
-    def _update(self, params, grads, grad_args, lr, step, status):
-        self._k.adagrad(params, grads, self._state["sum"], *grad_args, lr, self.eps, status)
+    def _update(self, params, grads, state, grad_args, lr, step, status, diag):
+        self._k.adagrad(params, grads, state["sum"], *grad_args, lr, self.eps, status, diag)
 
 
 class RMSprop(Optimizer):
@@ -176,10 +197,10 @@ class RMSprop(Optimizer):
         return {**super().hyperparameters(), "alpha": self.alpha, "eps": self.eps, "momentum": self.momentum,
                 "centered": self.centered}
 
-    def _update(self, params, grads, grad_args, lr, step, status):
-        s = self._state
+    def _update(self, params, grads, state, grad_args, lr, step, status, diag):
+        s = state
         self._k.rmsprop(params, grads, s["square_avg"], s["grad_avg"], s["momentum_buffer"], *grad_args, lr,
-                        self.alpha, self.eps, self.momentum, self.centered, status)
+                        self.alpha, self.eps, self.momentum, self.centered, status, diag)
 
 
 class Adadelta(Optimizer):
@@ -195,9 +216,9 @@ class Adadelta(Optimizer):
     def hyperparameters(self):
         return {**super().hyperparameters(), "rho": self.rho, "eps": self.eps}
 
-    def _update(self, params, grads, grad_args, lr, step, status):
-        self._k.adadelta(params, grads, self._state["square_avg"], self._state["acc_delta"], *grad_args, lr,
-                         self.rho, self.eps, status)
+    def _update(self, params, grads, state, grad_args, lr, step, status, diag):
+        self._k.adadelta(params, grads, state["square_avg"], state["acc_delta"], *grad_args, lr,
+                         self.rho, self.eps, status, diag)
 
 
 class Adam(Optimizer):
@@ -215,11 +236,11 @@ class Adam(Optimizer):
     def hyperparameters(self):
         return {**super().hyperparameters(), "betas": self.betas, "eps": self.eps, "amsgrad": self.amsgrad}
 
-    def _update(self, params, grads, grad_args, lr, step, status):
-        s = self._state
+    def _update(self, params, grads, state, grad_args, lr, step, status, diag):
+        s = state
         self._k.adam(params, grads, s["exp_avg"], s["exp_avg_sq"], s.get("max_exp_avg_sq", s["exp_avg_sq"]),
                      *grad_args, lr, self.betas[0], self.betas[1], self.eps, step, self.decoupled, self.amsgrad,
-                     status)
+                     status, diag)
 
 
 class AdamW(Adam):
@@ -251,12 +272,13 @@ class NAdam(Optimizer):
     def _mu(self, step):
         return self.betas[0] * (1.0 - 0.5 * 0.96 ** (step * self.momentum_decay))
 
-    def _update(self, params, grads, grad_args, lr, step, status):
+    def _update(self, params, grads, state, grad_args, lr, step, status, diag):
         mu, mu_next = self._mu(step), self._mu(step + 1)
-        mu_product = self.mu_product * mu
-        self._k.nadam(params, grads, self._state["exp_avg"], self._state["exp_avg_sq"], *grad_args, lr,
-                      self.betas[0], self.betas[1], self.eps, step, mu, mu_next, mu_product, status)
-        self.mu_product = mu_product
+        self._k.nadam(params, grads, state["exp_avg"], state["exp_avg_sq"], *grad_args, lr,
+                      self.betas[0], self.betas[1], self.eps, step, mu, mu_next, self.mu_product * mu, status, diag)
+
+    def _advance(self, step):
+        self.mu_product *= self._mu(step)
 
     def _rewind(self, iterations):
         # The product of the updates made, multiplied in the order _update multiplies it:

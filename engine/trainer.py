@@ -27,6 +27,7 @@ from . import metrics as metrics_module
 from . import optim
 from .callbacks import Callback, History
 from .data import batch_slices, split_validation
+from .diagnostics import EpochDiagnostics
 from .errors import NonFiniteError
 from .model import MLP
 from .validation import check_features, number, one_of, optional_number
@@ -87,6 +88,7 @@ class Trainer:
         self._epoch_losses = None  # (first update, slots) of the epoch fit is running
         self._rng = np.random.default_rng(model._seed)
         self._batch_buffers = {}
+        self._diagnostics = None  # fit's EpochDiagnostics while it runs with diagnostics=True
         self.stop_training = False
 
     @staticmethod
@@ -164,19 +166,21 @@ class Trainer:
         queued on the device; returns the logits. Only on_nonfinite="skip" waits, for the
         verdict: a skipped update must not be counted, and the next one's count (Adam's
         bias correction, lr schedules, dropout keys) depends on it."""
-        model, k, optimizer = self.model, self.model._k, self.optimizer
+        model, k, optimizer, diagnostics = self.model, self.model._k, self.optimizer, self._diagnostics
         step = optimizer.iterations
-        logits = model._forward(X, training=True, step=step)
+        logits = model._forward(X, training=True, step=step, alive=diagnostics and diagnostics.alive)
         self.loss.forward_backward(k, logits, y, model._loss_gradient_buffer(X.shape[0]), total)
         model._backward(X)
         clip_value = math.inf if self.clip_value is None else self.clip_value
-        k.grad_sq_norms(model._grads, model._offsets, clip_value, self._sq_norms)
+        k.grad_sq_norms(model._grads, model._offsets, clip_value, self._sq_norms,
+                        diagnostics and diagnostics.grad_sums)
         raising = self.on_nonfinite == "raise"
         k.guard_update(total, self._sq_norms, math.inf if self.clip_norm is None else self.clip_norm,
                        math.inf if self.clip_global_norm is None else self.clip_global_norm, step, raising,
                        self._seg_scale, self._status)
         if raising or not k.to_host(self._status)[spec.GUARD_SKIP]:
-            optimizer.apply(model._params, model._grads, self._seg_scale, clip_value, self._status)
+            optimizer.apply(model._params, model._grads, self._seg_scale, clip_value, self._status,
+                            diagnostics and diagnostics.update_sums)
         return logits
 
     # -------------------------------------------------------------------- fit
@@ -210,19 +214,27 @@ class Trainer:
         return device, host
 
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, validation_data=None, validation_split=0.0,
-            verbose=1, callbacks=()):
+            verbose=1, callbacks=(), diagnostics=False):
         """Train for ``epochs`` passes over (X, y); returns a History (``history.history``).
 
         ``verbose``: 0 silent, 1 a progress bar per epoch, 2 one line per epoch; both on
         stdout, as Keras prints them, so that they stay in order with what callbacks and
         the caller print. ``callbacks`` (one or a list) run after the Trainer's own; any
         name a callback monitors must be one fit logs, which is checked before training.
+        Each epoch logs ``loss``, the metrics, their ``val_`` values with validation, and
+        ``lr``: the learning rate of the epoch's last update.
+
+        ``diagnostics=True`` also logs, per hidden layer i (from 1), ``grad_norm/i``,
+        ``update_ratio/i`` and, for ReLU layers, ``dead/i`` (:mod:`engine.diagnostics`),
+        computed inside the step's kernels; the progress bar shows their mean update ratio.
         """
         X, y = self._check_data(X, y)
         epochs = number(epochs, "epochs", low=0, integer=True)
         batch_size = number(batch_size, "batch_size", low=1, integer=True)
         validation_split = number(validation_split, "validation_split", low=0.0, high=1.0, high_open=True)
         verbose = number(verbose, "verbose", low=0, high=2, integer=True)
+        if not isinstance(diagnostics, bool):
+            raise TypeError(f"diagnostics must be True or False; got {type(diagnostics).__name__}")
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (X_val, y_val)")
@@ -237,7 +249,12 @@ class Trainer:
         on_device = (k.to_device(X, self.model.dtype), k.to_device(y, y.dtype))
         history = History()
         callbacks = [history] + self.callbacks + self._check_callbacks(callbacks)
-        self._check_monitored(callbacks, validation is not None)
+        self._diagnostics = EpochDiagnostics(self.model) if diagnostics else None
+        try:
+            self._check_monitored(callbacks, validation is not None)
+        except ValueError:
+            self._diagnostics = None  # train_step after a refused fit keeps no diagnostics
+            raise
         for c in callbacks:
             c.trainer = self
         self.stop_training = False
@@ -270,6 +287,7 @@ class Trainer:
             raise
         finally:
             self._epoch_losses = None
+            self._diagnostics = None
         for c in callbacks:
             c.on_train_end()
         return history
@@ -277,7 +295,8 @@ class Trainer:
     def _logged_names(self, validation):
         """The names each epoch's logs will hold (see the end of _fit_epoch)."""
         names = ["loss", *(m.name for m in self.metrics)]
-        return names + [f"val_{name}" for name in names] if validation else names
+        diagnostics = self._diagnostics.names() if self._diagnostics is not None else []
+        return names + ([f"val_{name}" for name in names] if validation else []) + ["lr"] + diagnostics
 
     def _check_monitored(self, callbacks, validation):
         """Fail before the first epoch, not after it, when a callback monitors a name fit
@@ -299,6 +318,8 @@ class Trainer:
         order_device = None if order is None else k.to_device(order, np.int64)
         for m in self.metrics:
             m.reset()
+        if self._diagnostics is not None:
+            self._diagnostics.reset()
         device_metrics, host_metrics = self._split_metrics(self.metrics, y)
         slices = batch_slices(len(X), batch_size)
         sizes = np.array([stop - start for start, stop in slices], dtype=np.float64)
@@ -358,13 +379,23 @@ class Trainer:
                     **{m.name: m.compute() for m in self.metrics}}
             if validation is not None:
                 logs.update({f"val_{name}": value for name, value in self._evaluate_checked(*validation).items()})
-            bar.set_postfix({name: f"{value:.4f}" for name, value in logs.items()}, refresh=True)
+            # The rate of the last update made (of the next one before any): what a schedule
+            # or ReduceLROnPlateau set for this epoch. Kept by the optimizer, so that a
+            # schedule is called once per update and never again for the log.
+            last = self.optimizer.last_lr
+            logs["lr"] = self.optimizer.learning_rate() if last is None else last
+            postfix = {name: f"{value:.4f}" for name, value in logs.items()}
+            if self._diagnostics is not None:  # per-layer values to the history, their summary to the bar
+                diagnostics = self._diagnostics.logs(len(slices))
+                logs.update(diagnostics)
+                postfix.update(EpochDiagnostics.postfix(diagnostics))
+            bar.set_postfix(postfix, refresh=True)
         return logs
 
     def _kind_of_step(self):
         model = self.model
         return (model.backend, model.dtype.name, tuple(a.name for a in model.activations), self.loss.name,
-                type(self.optimizer).__name__)
+                type(self.optimizer).__name__, self._diagnostics is not None)
 
     def _compiled(self, bar, description):
         """After the first step of its kind, before the bar counts it: the description

@@ -57,6 +57,17 @@ REASON_LOSS, REASON_GRADIENT = 1, 2
 CLIP_NORM_EPS = 1e-6
 
 
+def frozen_backward(dW, db, dslope) -> bool:
+    """Whether :meth:`Backend.dense_backward`'s ``dW``, ``db``, ``dslope`` ask for a frozen
+    layer's backward (all None); ValueError, naming them, for any other mix with a None."""
+    if (dW is None) != (db is None):
+        raise ValueError("dW, db: both arrays, or both None for a frozen layer; got dW "
+                         f"{'None' if dW is None else 'an array'} and db {'None' if db is None else 'an array'}")
+    if dW is None and dslope is not None:
+        raise ValueError("dslope: must be None when dW and db are (a frozen layer's slopes are frozen too)")
+    return dW is None
+
+
 class Backend(Protocol):
     """What a backend module provides. Formulas use row batches ``X`` of shape (N, fan_in)."""
 
@@ -87,12 +98,19 @@ class Backend(Protocol):
         minibatch of a data set kept on the device."""
 
     # ------------------------------------------------------------ dense layer
-    def dense_forward(self, X, W, b, act, act_param, slope, dropout_p, key, Z, Y) -> None:
+    def dense_forward(self, X, W, b, act, act_param, slope, dropout_p, key, Z, Y,
+                      alive=None) -> None:
         """Fused dense forward.
 
         ``Z = X @ W + b`` and ``Y = act(Z) * m / (1 - p)``, with ``m[i, j]`` the keep bit
         of element ``i * fan_out + j`` for dropout ``key`` (``m = 1`` when ``p == 0``).
         ``Y`` may be the same array as ``Z``; ``slope`` (fan_out,) is read for prelu only.
+
+        ``alive`` (fan_out,) uint8, or None (nothing more is done): the units that fired,
+        ``alive[j] = 1`` where ``act(Z[i, j]) > 0`` for some row ``i`` (before dropout),
+        the other entries left as they are; an OR over calls, so a caller that zeroes it
+        and passes it to every forward of an epoch finds the units that were zero on every
+        row of the epoch (the dead units of a ReLU layer) as the zeros left.
         """
 
     def dense_backward(self, dY, X, W, Z, act, act_param, slope, dropout_p, key,
@@ -104,6 +122,11 @@ class Backend(Protocol):
         ``dslope[j] = sum_i (dY * m / (1 - p))[i, j] * min(Z[i, j], 0)`` (``dslope`` is None
         otherwise). The mask is regenerated from ``key``, never stored. ``dZ`` may be the
         same array as ``Z`` or as ``dY``.
+
+        A frozen layer (``engine.MLP.freeze``) passes ``dW``, ``db`` and ``dslope`` all None:
+        then only ``dZ`` (and ``dX`` when given) is computed, with neither the weight-gradient
+        GEMM ``X.T @ dZ`` nor the column sums of ``db`` and ``dslope``. ``dW`` and ``db`` are
+        both arrays or both None (else ValueError), and ``dslope`` is None when they are.
         """
 
     def dropout_mask(self, dropout_p, key, out) -> None:
@@ -158,34 +181,44 @@ class Backend(Protocol):
     # ``grads`` is never written. Updates are in place; ``step`` counts from 1.
     # ``status`` (the record of :meth:`guard_update`, or None): when
     # ``status[GUARD_SKIP] != 0`` the update changes nothing, neither parameters nor state.
-    def grad_sq_norms(self, grads, offsets, clip_value, out) -> None:
-        """``out[s] = sum_{i in s} clip(grads[i], -clip_value, clip_value)^2`` (float64)."""
+    # ``diag`` (S, 2) float64, or None (nothing more is done): the update's size per
+    # segment, added in the same pass. With p the parameters before the update and p' after:
+    #     diag[s, 0] += sum_{i in s} (p'_i - p_i)^2      diag[s, 1] += sum_{i in s} p_i^2
+    # each term in float64 from the dtype's values (p' - p the change the update made,
+    # weight decay included). A skipped update adds nothing. Summed over an epoch's updates,
+    # ``sqrt(diag[s, 0] / diag[s, 1])`` is the update-to-weight ratio ||dW|| / ||W|| of
+    # segment s (root mean squares over the updates).
+    def grad_sq_norms(self, grads, offsets, clip_value, out, acc=None) -> None:
+        """``out[s] = sum_{i in s} clip(grads[i], -clip_value, clip_value)^2`` (float64);
+        ``acc`` (S,) float64, or None: when given, also ``acc[s] += out[s]`` (a sum over
+        steps kept on the device)."""
 
     def sgd(self, params, grads, momentum_buf, offsets, seg_scale, seg_decay, clip_value,
-            lr, momentum, dampening, nesterov, first_step, status=None) -> None:
+            lr, momentum, dampening, nesterov, first_step, status=None, diag=None) -> None:
         """torch SGD: ``g += wd p``; with momentum ``buf = g`` on the first step else
         ``buf = momentum buf + (1 - dampening) g``; ``g = g + momentum buf`` (nesterov) or
         ``g = buf``; ``p -= lr g``. ``momentum_buf`` is unused when ``momentum == 0``."""
 
     def adagrad(self, params, grads, state_sum, offsets, seg_scale, seg_decay, clip_value,
-                lr, eps, status=None) -> None:
+                lr, eps, status=None, diag=None) -> None:
         """torch Adagrad: ``g += wd p``; ``sum += g^2``; ``p -= lr g / (sqrt(sum) + eps)``."""
 
     def rmsprop(self, params, grads, square_avg, grad_avg, momentum_buf, offsets, seg_scale,
-                seg_decay, clip_value, lr, alpha, eps, momentum, centered, status=None) -> None:
+                seg_decay, clip_value, lr, alpha, eps, momentum, centered, status=None,
+                diag=None) -> None:
         """torch RMSprop: ``g += wd p``; ``v = alpha v + (1 - alpha) g^2``; centered:
         ``ga = alpha ga + (1 - alpha) g`` and ``avg = sqrt(v - ga^2) + eps``, else
         ``avg = sqrt(v) + eps``; momentum > 0: ``buf = momentum buf + g / avg``,
         ``p -= lr buf``; else ``p -= lr g / avg``."""
 
     def adadelta(self, params, grads, square_avg, acc_delta, offsets, seg_scale, seg_decay,
-                 clip_value, lr, rho, eps, status=None) -> None:
+                 clip_value, lr, rho, eps, status=None, diag=None) -> None:
         """torch Adadelta: ``g += wd p``; ``v = rho v + (1 - rho) g^2``;
         ``d = sqrt(u + eps) / sqrt(v + eps) g``; ``u = rho u + (1 - rho) d^2``; ``p -= lr d``."""
 
     def adam(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, offsets, seg_scale,
              seg_decay, clip_value, lr, beta1, beta2, eps, step, decoupled, amsgrad,
-             status=None) -> None:
+             status=None, diag=None) -> None:
         """torch Adam / AdamW. Decay: AdamW (``decoupled``) ``p *= 1 - lr wd``, Adam
         ``g += wd p``. ``m = beta1 m + (1 - beta1) g``; ``v = beta2 v + (1 - beta2) g^2``;
         amsgrad: ``vmax = max(vmax, v)`` and ``v_hat = vmax`` else ``v_hat = v``;
@@ -193,7 +226,8 @@ class Backend(Protocol):
         ``max_exp_avg_sq`` is unused without amsgrad."""
 
     def nadam(self, params, grads, exp_avg, exp_avg_sq, offsets, seg_scale, seg_decay,
-              clip_value, lr, beta1, beta2, eps, step, mu, mu_next, mu_product, status=None) -> None:
+              clip_value, lr, beta1, beta2, eps, step, mu, mu_next, mu_product, status=None,
+              diag=None) -> None:
         """torch NAdam, with the momentum schedule ``mu_t`` computed by the caller and
         ``mu_product = prod_{k<=t} mu_k``: ``g += wd p``; ``m``, ``v`` as in Adam;
         ``denom = sqrt(v / (1 - beta2^t)) + eps``;

@@ -5,15 +5,41 @@
 // kernels/cuda/optim.cu, and runs the kernel's body thread after thread: the update's
 // grid-stride loop for thread = 0 .. threads - 1; each norm block's piece walk with a plain
 // sum per piece (the device sums by a shuffle tree, which only changes rounding).
-// sq_norm_totals takes the kernel's parameters alone: one pass over the segments.
+// With diagnostics (`partials` not null), `threads` are those of each block, and the
+// blocks the chunks of n: each block's threads run update_chunk one after the other, their
+// sums of each piece added in thread order (the device's tree only changes rounding).
+// sq_norm_totals and update_tally_totals take the kernel's parameters alone: one pass
+// over the segments.
 #include "optim_math.cuh"
 
 namespace fo = fd::optim;
 
 template <typename T, typename Op>
-static void run(OPTIM_FLAT_PARAMS(T), long long threads, const Op& op) {
-    for (long long thread = 0; thread < threads; ++thread)
-        fo::update(OPTIM_FLAT_ARGS, thread, threads, op);
+static void run(OPTIM_FLAT_PARAMS(T), double* partials, long long chunk, long long threads,
+                const Op& op) {
+    if (partials == nullptr) {
+        for (long long thread = 0; thread < threads; ++thread)
+            fo::update(OPTIM_FLAT_ARGS, thread, threads, op);
+        return;
+    }
+    if (fo::skip_update(skip)) return;
+    const fo::Flat<T> b{params, grads, state1, state2, state3, offsets, segments,
+                        seg_scale, seg_decay, n, clip_value};
+    const long long slots = fo::tally_slots(n, chunk, segments);
+    for (long long block = 0; block < slots - segments; ++block) {
+        const long long start = block * chunk;
+        const long long stop = start + chunk < n ? start + chunk : n;
+        fo::for_each_piece(offsets, segments, start, stop, [&](long long s, long long, long long) {
+            partials[fo::partial_slot(block, s)] = 0.0;
+            partials[slots + fo::partial_slot(block, s)] = 0.0;
+        });
+        for (long long thread = 0; thread < threads; ++thread)
+            fo::update_chunk(b, chunk, block, thread, threads, op,
+                             [&](long long s, const fo::Tally& tally) {
+                partials[fo::partial_slot(block, s)] += tally.change_sq;
+                partials[slots + fo::partial_slot(block, s)] += tally.param_sq;
+            });
+    }
 }
 
 template <typename T>
@@ -33,39 +59,45 @@ static void norm_partials(long long blocks, const T* grads, const long long* off
 }
 
 #define OPTIM_HOST_ENTRIES(T, suffix)                                                          \
-    extern "C" void sgd_step_##suffix(long long threads, OPTIM_FLAT_PARAMS(T), T lr,          \
-                                      T momentum, T one_minus_dampening, int use_momentum,    \
-                                      int nesterov, int first_step) {                         \
-        run(OPTIM_FLAT_ARGS, threads,                                                          \
+    extern "C" void sgd_step_##suffix(long long threads, OPTIM_FLAT_PARAMS(T),                 \
+                                      OPTIM_TALLY_PARAMS, T lr, T momentum,                    \
+                                      T one_minus_dampening, int use_momentum, int nesterov,   \
+                                      int first_step) {                                        \
+        run(OPTIM_FLAT_ARGS, partials, chunk, threads,                                         \
             fo::Sgd<T>{lr, momentum, one_minus_dampening, use_momentum != 0, nesterov != 0,    \
                        first_step != 0});                                                      \
     }                                                                                          \
-    extern "C" void adagrad_step_##suffix(long long threads, OPTIM_FLAT_PARAMS(T), T lr,      \
-                                          T eps) {                                             \
-        run(OPTIM_FLAT_ARGS, threads, fo::Adagrad<T>{lr, eps});                                \
+    extern "C" void adagrad_step_##suffix(long long threads, OPTIM_FLAT_PARAMS(T),             \
+                                          OPTIM_TALLY_PARAMS, T lr, T eps) {                   \
+        run(OPTIM_FLAT_ARGS, partials, chunk, threads, fo::Adagrad<T>{lr, eps});               \
     }                                                                                          \
-    extern "C" void rmsprop_step_##suffix(long long threads, OPTIM_FLAT_PARAMS(T), T lr,      \
-                                          T alpha, T one_minus_alpha, T eps, T momentum,       \
-                                          int centered, int use_momentum) {                    \
-        run(OPTIM_FLAT_ARGS, threads,                                                          \
+    extern "C" void rmsprop_step_##suffix(long long threads, OPTIM_FLAT_PARAMS(T),             \
+                                          OPTIM_TALLY_PARAMS, T lr, T alpha,                   \
+                                          T one_minus_alpha, T eps, T momentum, int centered,  \
+                                          int use_momentum) {                                  \
+        run(OPTIM_FLAT_ARGS, partials, chunk, threads,                                         \
             fo::Rmsprop<T>{lr, alpha, one_minus_alpha, eps, momentum, centered != 0,           \
                            use_momentum != 0});                                                \
     }                                                                                          \
-    extern "C" void adadelta_step_##suffix(long long threads, OPTIM_FLAT_PARAMS(T), T lr,     \
-                                           T rho, T one_minus_rho, T eps) {                    \
-        run(OPTIM_FLAT_ARGS, threads, fo::Adadelta<T>{lr, rho, one_minus_rho, eps});           \
+    extern "C" void adadelta_step_##suffix(long long threads, OPTIM_FLAT_PARAMS(T),            \
+                                           OPTIM_TALLY_PARAMS, T lr, T rho, T one_minus_rho,   \
+                                           T eps) {                                            \
+        run(OPTIM_FLAT_ARGS, partials, chunk, threads,                                         \
+            fo::Adadelta<T>{lr, rho, one_minus_rho, eps});                                     \
     }                                                                                          \
-    extern "C" void adam_step_##suffix(long long threads, OPTIM_FLAT_PARAMS(T), T lr, T beta1, \
-                                       T one_minus_beta1, T beta2, T one_minus_beta2, T eps,   \
-                                       T step_size, T sqrt_bc2, int decoupled, int amsgrad) {  \
-        run(OPTIM_FLAT_ARGS, threads,                                                          \
+    extern "C" void adam_step_##suffix(long long threads, OPTIM_FLAT_PARAMS(T),                \
+                                       OPTIM_TALLY_PARAMS, T lr, T beta1, T one_minus_beta1,   \
+                                       T beta2, T one_minus_beta2, T eps, T step_size,         \
+                                       T sqrt_bc2, int decoupled, int amsgrad) {               \
+        run(OPTIM_FLAT_ARGS, partials, chunk, threads,                                         \
             fo::Adam<T>{lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, step_size,    \
                         sqrt_bc2, decoupled != 0, amsgrad != 0});                              \
     }                                                                                          \
-    extern "C" void nadam_step_##suffix(long long threads, OPTIM_FLAT_PARAMS(T), T beta1,      \
-                                        T one_minus_beta1, T beta2, T one_minus_beta2, T eps,  \
-                                        T bc2, T grad_coef, T avg_coef) {                      \
-        run(OPTIM_FLAT_ARGS, threads,                                                          \
+    extern "C" void nadam_step_##suffix(long long threads, OPTIM_FLAT_PARAMS(T),               \
+                                        OPTIM_TALLY_PARAMS, T beta1, T one_minus_beta1,        \
+                                        T beta2, T one_minus_beta2, T eps, T bc2,              \
+                                        T grad_coef, T avg_coef) {                             \
+        run(OPTIM_FLAT_ARGS, partials, chunk, threads,                                         \
             fo::Nadam<T>{beta1, one_minus_beta1, beta2, one_minus_beta2, eps, bc2, grad_coef,  \
                          avg_coef});                                                           \
     }                                                                                          \
@@ -81,9 +113,19 @@ OPTIM_HOST_ENTRIES(double, f64)
 
 extern "C" void sq_norm_totals(const double* partials, const long long* offsets,
                                long long segments, long long chunk, long long blocks,
-                               double* out) {
-    for (long long s = 0; s < segments; ++s)
+                               double* out, double* acc) {
+    for (long long s = 0; s < segments; ++s) {
         out[s] = fo::sq_norm_total(partials, offsets, s, chunk, blocks);
+        if (acc != nullptr) acc[s] += out[s];
+    }
+}
+
+extern "C" void update_tally_totals(const double* partials, const long long* offsets,
+                                    long long segments, long long n, long long chunk,
+                                    const double* skip, double* diag) {
+    if (fo::skip_update(skip)) return;
+    for (long long s = 0; s < segments; ++s)
+        fo::add_tally_total(partials, offsets, segments, s, n, chunk, diag);
 }
 
 // out[i] = the segment of element i, for i in [0, n).

@@ -190,7 +190,7 @@ def test_csv_logger_writes_a_header_and_one_row_per_epoch(tmp_path):
     history = make_trainer().fit(X, y, epochs=3, batch_size=16, validation_split=0.25, verbose=0,
                                  callbacks=[CSVLogger(path)]).history
     header, *rows = read_csv(path)
-    assert header == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy"]
+    assert header == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "lr"]
     assert [int(row[0]) for row in rows] == [0, 1, 2]
     for column, name in enumerate(header[1:], start=1):
         assert [float(row[column]) for row in rows] == history[name]  # full precision
@@ -203,7 +203,7 @@ def test_csv_logger_separator_and_append(tmp_path):
     trainer.fit(X, y, epochs=2, batch_size=16, verbose=0, callbacks=[CSVLogger(path, separator="\t")])
     trainer.fit(X, y, epochs=3, batch_size=16, verbose=0, callbacks=[CSVLogger(path, separator="\t", append=True)])
     header, *rows = read_csv(path, "\t")
-    assert header == ["epoch", "loss", "accuracy"]
+    assert header == ["epoch", "loss", "accuracy", "lr"]
     assert [row[0] for row in rows] == ["0", "1", "0", "1", "2"]  # the header once
     trainer.fit(X, y, epochs=1, batch_size=16, verbose=0, callbacks=[CSVLogger(path, separator="\t")])
     assert len(read_csv(path, "\t")) == 2  # append=False starts afresh
@@ -259,7 +259,7 @@ def test_lambda_callback_calls_each_function_with_keras_arguments():
         on_train_end=lambda logs: events.append(("train_end", logs)))
     make_trainer().fit(X, y, epochs=2, batch_size=16, verbose=0, callbacks=[callback])
     epoch = lambda e: [("epoch_begin", e, {}), ("batch_end", 0, ["loss"]), ("batch_end", 1, ["loss"]),
-                       ("epoch_end", e, ["accuracy", "loss"])]
+                       ("epoch_end", e, ["accuracy", "loss", "lr"])]
     assert events == [("train_begin", {}), *epoch(0), *epoch(1), ("train_end", {})]
 
 

@@ -68,34 +68,54 @@ def c_argument(value):
 
 
 def placed_copy(values, dtype, aligned):
-    """A copy of ``values`` starting on 64 bytes, or one element past (never 16-byte aligned)."""
+    """A copy of ``values`` (its shape) starting on 64 bytes, or one element past (never 16-byte
+    aligned)."""
     values = np.asarray(values)
     itemsize = np.dtype(dtype).itemsize
     room = np.empty(values.size + 128 // itemsize, dtype=dtype)
     start = (-room.ctypes.data % 64) // itemsize + (0 if aligned else 1)
-    out = room[start:start + values.size]
+    out = room[start:start + values.size].reshape(values.shape)
     out[...] = values
     return out
 
 
 class HostLauncher:
     """Stands in for kernels.cuda.optim._update: the op's kernel arguments, run by the host
-    entry point of that kernel as ``threads`` threads; records every launch."""
+    entry point of that kernel as ``threads`` threads; records every launch.
 
-    def __init__(self, optim, lib, threads, aligned):
+    With ``diag`` (kernels.spec's update diagnostics), as _update launches it: the kernel
+    over the blocks of ``chunk`` elements (None: the layout of optim._norm_layout), each
+    block as ``threads`` threads, its partials given NaN first so that a slot read but never
+    written shows; then update_tally_totals into ``diag``."""
+
+    def __init__(self, optim, lib, threads, aligned, chunk=None):
         self.optim, self.lib, self.threads, self.aligned = optim, lib, threads, aligned
+        self.chunk = chunk
         self.launches = []
 
     def __call__(self, kernel, params, grads, states, offsets, seg_scale, seg_decay, clip_value,
-                 status, floats, flags):
+                 status, floats, flags, diag=None):
         buffers = [params, grads] + [None if slot is None else slot[1] for slot in states]
         if params.size:  # an empty array has no address to speak of
             assert all(b.ctypes.data % 16 == 0 for b in buffers if b is not None) == self.aligned
+        if diag is None:
+            partials, chunk = None, 0
+        else:
+            n, segments = params.size, offsets.size - 1
+            chunk = self.chunk or self.optim._norm_layout(n)[0]
+            partials = np.full(2 * (-(-n // chunk) + segments), np.nan)
         args = self.optim._update_args(params, grads, buffers[2:], offsets, seg_scale, seg_decay,
-                                       clip_value, status, floats, flags, self.aligned)
+                                       clip_value, status, floats, flags, self.aligned, partials,
+                                       chunk)
         self.launches.append((f"{kernel}<{C_TYPES[params.dtype.type]}>", args))
+        if diag is not None and params.size == 0:
+            return  # as _update: nothing to launch
         getattr(self.lib, f"{kernel}_{SUFFIX[params.dtype]}")(
             ctypes.c_longlong(self.threads), *map(c_argument, args))
+        if diag is not None:
+            tally_args = self.optim._tally_args(partials, offsets, params.size, chunk, status, diag)
+            self.launches.append(("update_tally_totals", tally_args))
+            self.lib.update_tally_totals(*map(c_argument, tally_args))
 
 
 @pytest.fixture(params=VARIANTS)
@@ -203,15 +223,15 @@ def test_segment_of(lib, sizes):
     assert ((offsets[got] <= np.arange(n)) & (np.arange(n) < offsets[got + 1])).all()
 
 
-def run_norms(optim, lib, grads, offsets, clip_value, chunk):
+def run_norms(optim, lib, grads, offsets, clip_value, chunk, acc=None):
     """out of grad_sq_norms through the kernels' arguments, with the partials given NaN
-    first so that a slot read but never written shows."""
+    first so that a slot read but never written shows; ``acc`` as grad_sq_norms' own."""
     segments = offsets.size - 1
     blocks = -(-grads.size // chunk)
     partials = np.full(blocks + segments, np.nan)
     out = np.full(segments, -1.0)
     partial_args, total_args = optim._norm_args(grads, offsets, clip_value, chunk, blocks,
-                                                partials, out)
+                                                partials, out, acc)
     getattr(lib, f"sq_norm_partials_{SUFFIX[grads.dtype]}")(ctypes.c_longlong(blocks),
                                                             *map(c_argument, partial_args))
     lib.sq_norm_totals(*map(c_argument, total_args))

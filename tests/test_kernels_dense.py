@@ -203,6 +203,77 @@ def test_dense_backward_aliases_and_views(fast, ref, dtype, act, alias, layout):
                               f"dZ is {alias}, p={p}")
 
 
+def run_frozen_backward(backend, dY, X, W, Z, act, slope, p, key, alias, want_dX):
+    """dZ and dX (or None) of a frozen layer's backward (dW, db, dslope None) on ``backend``,
+    as host arrays; ``alias`` as in run_backward."""
+    dY, Z = backend_copy(backend, dY), backend_copy(backend, Z)
+    dZ = {"Z": Z, "dY": dY}.get(alias)
+    if alias == "separate":
+        dZ = backend.zeros(dY.shape, X.dtype)
+    dX = backend.zeros(X.shape, X.dtype) if want_dX else None
+    backend.dense_backward(dY, X, W, Z, act, ACT_PARAM, slope if act == spec.PRELU else None, p,
+                           key, dZ, None, None, None, dX)
+    return on_host(backend, dict(dZ=dZ, dX=dX))
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("shape", SHAPES, ids=str)
+def test_dense_backward_frozen(fast, ref, dtype, act, shape):
+    """dW, db and dslope None (a frozen layer): dZ and dX as the full backward's, nothing
+    else computed; with and without dX, dZ aliased as the engine aliases it."""
+    X, W, b, slope, dY = layer_inputs(shape, dtype, "contiguous", seed=12)
+    Xf, Wf, _, slope_f, dYf = layer_inputs(shape, dtype, "contiguous", seed=12, backend=fast)
+    Z = np.random.default_rng(13).standard_normal(dY.shape).astype(dtype) * 2
+    Zf = fast.to_device(Z, dtype)
+    for p, key in [(0.0, 0), (0.3, KEYS[2])]:
+        full = run_backward(ref, dY, X, W, Z, act, slope, p, key, alias="separate")
+        for want_dX in (True, False):
+            expected = run_frozen_backward(ref, dY, X, W, Z, act, slope, p, key, "separate", want_dX)
+            # The reference's frozen backward is its full one less dW, db and dslope.
+            np.testing.assert_array_equal(expected["dZ"], full["dZ"])
+            if want_dX:
+                np.testing.assert_array_equal(expected["dX"], full["dX"])
+            got = run_frozen_backward(fast, dYf, Xf, Wf, Zf, act, slope_f, p, key, engine_alias(act),
+                                      want_dX)
+            assert (got["dX"] is None) == (not want_dX)
+            upstream = np.maximum(1.0, np.abs(dY.astype(np.float64)) / (1 - p))
+            context = f"frozen, p={p}, dX {'wanted' if want_dX else 'None'}"
+            assert_sum_close(got["dZ"], expected["dZ"], 0.0, dtype, f"dZ, {context}", atol_scale=upstream)
+            if want_dX:
+                assert_sum_close(got["dX"], expected["dX"], np.abs(expected["dZ"]) @ np.abs(W.T), dtype,
+                                 f"dX, {context}")
+
+
+@pytest.mark.parametrize("act", [spec.IDENTITY, spec.PRELU])
+@pytest.mark.parametrize("alias", ["separate", "Z", "dY"])
+@pytest.mark.parametrize("layout", ["strided", "transposed"])
+def test_dense_backward_frozen_aliases_and_views(fast, ref, dtype, act, alias, layout):
+    """A frozen layer's backward on views (X strided or transposed: the wrapper's GEMM path
+    on the CPU) and with every aliasing of dZ."""
+    X, W, b, slope, dY = layer_inputs((40, 17, 150), dtype, layout, seed=14)
+    Xf, Wf, _, slope_f, dYf = layer_inputs((40, 17, 150), dtype, layout, seed=14, backend=fast)
+    Z = np.random.default_rng(15).standard_normal(dY.shape).astype(dtype)
+    Zf = fast.to_device(Z, dtype)
+    for p in (0.0, 0.25):
+        expected = run_frozen_backward(ref, dY, X, W, Z, act, slope, p, KEYS[1], "separate", True)
+        got = run_frozen_backward(fast, dYf, Xf, Wf, Zf, act, slope_f, p, KEYS[1], alias, True)
+        upstream = np.maximum(1.0, np.abs(dY.astype(np.float64)) / (1 - p))
+        assert_sum_close(got["dZ"], expected["dZ"], 0.0, dtype, f"dZ is {alias}, p={p}", atol_scale=upstream)
+        assert_sum_close(got["dX"], expected["dX"], np.abs(expected["dZ"]) @ np.abs(W.T), dtype,
+                         f"dX, dZ is {alias}, p={p}")
+
+
+def test_dense_backward_frozen_needs_dW_db_dslope_all_none(fast):
+    X, W, _, slope, dY = layer_inputs((4, 3, 5), np.float32, "contiguous", backend=fast)
+    Z = backend_copy(fast, dY)
+    dZ, dW = fast.zeros(dY.shape, np.float32), fast.zeros(W.shape, np.float32)
+    db, dslope = fast.zeros((5,), np.float32), fast.zeros((5,), np.float32)
+    for args, message in [((dW, None, None), "dW, db"), ((None, db, None), "dW, db"),
+                          ((None, None, dslope), "dslope")]:
+        with pytest.raises(ValueError, match=message):
+            fast.dense_backward(dY, X, W, Z, spec.PRELU, 0.0, slope, 0.0, 0, dZ, *args, None)
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
 def test_backward_propagates_non_finite(fast, ref):
     X, W, b, slope, dY = layer_inputs((4, 3, 5), np.float32, "contiguous")
@@ -315,6 +386,10 @@ def test_parallel_kernels(parallel_cpu, ref, act):
         got = run_backward(parallel_cpu, dY, X, W, Z, act, slope, p, key, alias=engine_alias(act))
         expected = run_backward(ref, dY, X, W, Z, act, slope, p, key, alias="separate")
         assert_backward_close(got, expected, dY, X, W, Z, p, dtype, f"p={p}")
+        got = run_frozen_backward(parallel_cpu, dY, X, W, Z, act, slope, p, key, engine_alias(act), True)
+        assert_close(got["dZ"], expected["dZ"], dtype, f"frozen dZ, p={p}")
+        assert_sum_close(got["dX"], expected["dX"], np.abs(expected["dZ"]) @ np.abs(W.T), dtype,
+                         f"frozen dX, p={p}")
     if act == spec.IDENTITY:  # the other kernels of this module, once
         got, expected = parallel_cpu.zeros((33, 70), dtype), ref.zeros((33, 70), dtype)
         parallel_cpu.dropout_mask(0.4, KEYS[2], got)

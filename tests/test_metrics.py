@@ -366,7 +366,7 @@ def test_default_metrics_depend_on_the_loss(loss, sizes, expected, backend_name)
     else:
         y = rng.integers(0, 2, 30).astype(np.float64)
     history = trainer.fit(X, y, epochs=1, batch_size=8, validation_split=0.2, verbose=0).history
-    assert set(history) == {"loss", "val_loss", *expected, *(f"val_{name}" for name in expected)}
+    assert set(history) == {"loss", "lr", "val_loss", *expected, *(f"val_{name}" for name in expected)}
     assert set(trainer.evaluate(X, y)) == {"loss", *expected}
     assert [m.name for m in engine.Trainer(model, loss=loss, metrics=()).metrics] == []
 
@@ -411,7 +411,7 @@ def test_binary_metrics_through_fit_and_evaluate(backend_name):
     model = engine.MLP([4, 6, 1], output="sigmoid", seed=0, backend=backend_name, dtype="float64")
     trainer = engine.Trainer(model, loss="binary_cross_entropy", optimizer=engine.SGD(lr=0.0), metrics=names)
     history = trainer.fit(X, y, epochs=2, batch_size=7, validation_data=(X, y), verbose=0).history
-    assert set(history) == {"loss", *names, "val_loss", *(f"val_{n}" for n in names)}
+    assert set(history) == {"loss", "lr", *names, "val_loss", *(f"val_{n}" for n in names)}
     z = logits_of(model, X)[:, 0]
     expected = {"precision": sk.precision_score(y, z > 0, zero_division=0),
                 "recall": sk.recall_score(y, z > 0, zero_division=0),
@@ -432,7 +432,7 @@ def test_multiclass_metrics_through_fit_and_evaluate(backend_name):
     model = engine.MLP([5, 8, 6], seed=0, backend=backend_name, dtype="float64")
     trainer = engine.Trainer(model, optimizer=engine.SGD(lr=0.1), metrics=names)
     history = trainer.fit(X, y, epochs=2, batch_size=8, validation_split=0.2, verbose=0).history
-    assert set(history) == {"loss", *names, "val_loss", *(f"val_{n}" for n in names)}
+    assert set(history) == {"loss", "lr", *names, "val_loss", *(f"val_{n}" for n in names)}
     assert all(len(values) == 2 for values in history.values())
     z = logits_of(model, X)
     p = z.argmax(axis=1)

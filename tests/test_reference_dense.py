@@ -285,6 +285,28 @@ def test_dense_backward_dX_none_is_skipped():
     assert_grad(dW, central_diff(lambda: float(np.sum(forward(X, W, b, spec.TANH, None, 0.0, 0)[1] * R)), W), "dW")
 
 
+@pytest.mark.parametrize("act", [spec.TANH, spec.PRELU], ids=["tanh", "prelu"])
+def test_dense_backward_frozen_layer(act):
+    """dW, db and dslope None (a frozen layer): dZ and dX are still the gradients of
+    sum(Y * R), and a mix of None and arrays is a ValueError naming them."""
+    X, W, b, slope, R = make_layer(seed=9)
+    slope_arg = slope if act == spec.PRELU else None
+    key = rng.dropout_key(seed=2, step=3, layer=1)
+    Z, _ = forward(X, W, b, act, slope_arg, 0.4, key)
+    dZ, dX = np.empty_like(Z), np.empty_like(X)
+    ref.dense_backward(R, X, W, Z, act, 0.0, slope_arg, 0.4, key, dZ, None, None, None, dX)
+    assert_grad(dX, central_diff(lambda: float(np.sum(forward(X, W, b, act, slope_arg, 0.4, key)[1] * R)), X),
+                "dX")
+    np.testing.assert_array_equal(dZ, backward(R, X, W, Z, act, slope_arg, 0.4, key)[0])
+    dZ_only = np.empty_like(Z)
+    ref.dense_backward(R, X, W, Z, act, 0.0, slope_arg, 0.4, key, dZ_only, None, None, None, None)
+    np.testing.assert_array_equal(dZ_only, dZ)
+    for dW, db, dslope, what in [(np.empty_like(W), None, None, "dW, db"), (None, np.empty(5), None, "dW, db"),
+                                 (None, None, np.empty(5), "dslope")]:
+        with pytest.raises(ValueError, match=what):
+            ref.dense_backward(R, X, W, Z, act, 0.0, slope_arg, 0.4, key, dZ, dW, db, dslope, dX)
+
+
 def test_dense_aliasing_allowed_by_spec():
     """Y may be Z in forward; dZ may be Z or dY in backward: same results as separate arrays."""
     X, W, b, slope, R = make_layer(seed=8)

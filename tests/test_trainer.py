@@ -326,14 +326,14 @@ def test_fit_history_keys_and_lengths(backend_name):
     model = engine.MLP([5, 8, 3], seed=0, backend=backend_name)
     trainer = engine.Trainer(model, optimizer=engine.AdamW(lr=1e-2))
     history = trainer.fit(X, y, epochs=3, batch_size=16, validation_split=0.2, verbose=0)
-    assert set(history.history) == {"loss", "accuracy", "val_loss", "val_accuracy"}
+    assert set(history.history) == {"loss", "accuracy", "lr", "val_loss", "val_accuracy"}
     assert all(len(v) == 3 for v in history.history.values())
     assert all(np.isfinite(v).all() for v in history.history.values())
     assert all(0 <= a <= 1 for a in history.history["accuracy"] + history.history["val_accuracy"])
     assert history.history["loss"][-1] < history.history["loss"][0]
 
     plain = engine.Trainer(engine.MLP([5, 8, 3], seed=0, backend=backend_name)).fit(X, y, epochs=2, verbose=0)
-    assert set(plain.history) == {"loss", "accuracy"}
+    assert set(plain.history) == {"loss", "accuracy", "lr"}
 
 
 def test_fit_epoch_loss_and_accuracy_aggregate_all_samples(backend_name):
@@ -477,8 +477,8 @@ def test_fit_epochs_zero_and_callbacks_called(backend_name):
     assert events == ["begin", "end"]
     events.clear()
     trainer.fit(X, y, epochs=2, batch_size=10, verbose=0)
-    assert events == ["begin"] + (["batch"] * 3 + [("epoch", 0, ["accuracy", "loss"])]) \
-        + (["batch"] * 3 + [("epoch", 1, ["accuracy", "loss"])]) + ["end"]
+    assert events == ["begin"] + (["batch"] * 3 + [("epoch", 0, ["accuracy", "loss", "lr"])]) \
+        + (["batch"] * 3 + [("epoch", 1, ["accuracy", "loss", "lr"])]) + ["end"]
 
 
 # --------------------------------------------------------------- EarlyStopping

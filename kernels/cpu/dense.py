@@ -56,17 +56,23 @@ def _forward_kernels(act, in_place):
 
     def build(loop):
         def forward(X, W, Z, Y, b, alpha, slope, in_kernel, dropout, key_lo, key_hi, threshold,
-                    scale):
+                    scale, alive):
             """``Z = X @ W`` by BLAS when ``in_kernel`` (else the caller computed Z), then
             ``Z += b``; ``Y = act(Z) * m / (1 - p)`` (spec.Backend.dense_forward), by rows.
             LLVM unswitches the row loop on ``dropout``, so p = 0 hashes nothing. Returns
-            False, having done nothing, when BLAS cannot take the operands as they are."""
+            False, having done nothing, when BLAS cannot take the operands as they are.
+
+            ``alive`` is None (numba then compiles without its branch: the kernel of a step
+            without diagnostics is unchanged) or the uint8 flags of spec's ``alive``, set to
+            1 where ``act(Z) > 0``. Only 1 is ever stored, never a value read back: rows on
+            other threads may set the same flag, and each leaves 1 whatever the order."""
             if in_kernel:
                 if not ready(X, W, Z):
                     return False
                 gemm_ready(X, W, Z)
             alpha = cast_to(alpha, Z)
             key_lo, key_hi, threshold, scale = mask_constants(key_lo, key_hi, threshold, scale, Z)
+            zero = cast_like(0.0, scale)
             m = Z.shape[1]
             for i in loop(Z.shape[0]):
                 z = Z[i]
@@ -75,10 +81,13 @@ def _forward_kernels(act, in_place):
                     pre = z[j] + b[j]
                     if not in_place:
                         z[j] = pre
+                    fired = activate(act, alpha, slope[j], pre)
+                    if alive is not None:
+                        if fired > zero:
+                            alive[j] = 1
                     # act(z) * 0 rather than 0 for a dropped element: NaN and inf stay
                     # visible, as in the reference's multiplication by the mask.
-                    y[j] = (activate(act, alpha, slope[j], pre)
-                            * _mask(dropout, i * m + j, key_lo, key_hi, threshold, scale))
+                    y[j] = fired * _mask(dropout, i * m + j, key_lo, key_hi, threshold, scale)
             return True
         return forward
 
@@ -94,14 +103,15 @@ def _forward_pairs(act):
     return pairs
 
 
-def dense_forward(X, W, b, act, act_param, slope, dropout_p, key, Z, Y):
+def dense_forward(X, W, b, act, act_param, slope, dropout_p, key, Z, Y, alive=None):
     forward = (_forward.get(act) or _forward_pairs(act))[Y is Z][Z.size >= PARALLEL_MIN_WORK]
     dropout = NO_DROPOUT if dropout_p == 0 else mask_args(dropout_p, key, Z.dtype)
     if slope is None:
         slope = b  # a stand-in that is never read: only prelu reads the slope
-    if not (_in_kernel(X, W, (Z,)) and forward(X, W, Z, Y, b, act_param, slope, True, *dropout)):
+    if not (_in_kernel(X, W, (Z,))
+            and forward(X, W, Z, Y, b, act_param, slope, True, *dropout, alive)):
         matmul(X, W, Z)
-        forward(Z, Z, Z, Y, b, act_param, slope, False, *dropout)  # X, W: unread stand-ins
+        forward(Z, Z, Z, Y, b, act_param, slope, False, *dropout, alive)  # X, W: unread stand-ins
 
 
 @scalar
@@ -118,8 +128,9 @@ DZ_SEPARATE, DZ_IS_Z, DZ_IS_DY = range(3)
 
 
 @functools.cache
-def _backward_kernels(act, dz_is):
-    """(serial, parallel) backward of one activation and aliasing of dZ."""
+def _backward_kernels(act, dz_is, frozen):
+    """(serial, parallel) backward of one activation and aliasing of dZ; ``frozen``: a
+    frozen layer's, which computes neither db, dslope nor dW."""
 
     def build(loop):
         parallel = loop is prange
@@ -131,7 +142,8 @@ def _backward_kernels(act, dz_is):
             a block (so the column sums add in the reference's order); then, when
             ``in_kernel``, ``dW = X.T @ dZ`` and (``want_dx``) ``dX = dZ @ W.T`` by BLAS.
             Returns whether it ran them: not without ``in_kernel``, nor when BLAS cannot
-            take the operands as they are; the caller then runs them."""
+            take the operands as they are; the caller then runs them. ``frozen``: dZ alone,
+            then dX; db, dslope and dW are unused stand-ins (and the slope, but for prelu)."""
             alpha = cast_to(alpha, Z)
             key_lo, key_hi, threshold, scale = mask_constants(key_lo, key_hi, threshold, scale, Z)
             zero = cast_like(0.0, scale)
@@ -146,9 +158,10 @@ def _backward_kernels(act, dz_is):
                 c0 = block * width
                 c1 = min(m, c0 + width)
                 db_block, dslope_block, slope_block = db[c0:c1], dslope[c0:c1], slope[c0:c1]
-                clear(db_block)
-                if act == PRELU:
-                    clear(dslope_block)
+                if not frozen:
+                    clear(db_block)
+                    if act == PRELU:
+                        clear(dslope_block)
                 for i in range(n):
                     dy = dY[i, c0:c1]
                     z = Z[i, c0:c1]
@@ -158,15 +171,19 @@ def _backward_kernels(act, dz_is):
                         upstream = dy[j] * _mask(dropout, base + j, key_lo, key_hi, threshold,
                                                  scale)
                         pre = z[j]
-                        if act == PRELU:  # min(Z, 0), NaN kept
+                        if act == PRELU and not frozen:  # min(Z, 0), NaN kept
                             dslope_block[j] += upstream * (zero if pre >= zero else pre)
-                        grad = upstream * derivative(act, alpha, slope_block[j], pre)
+                        grad = upstream * derivative(act, alpha,
+                                                     slope_block[j] if act == PRELU else zero, pre)
                         if write_dz:
                             dz[j] = grad
-                        db_block[j] += grad
-            if not (in_kernel and ready(X.T, dZ, dW) and (not want_dx or ready(dZ, W.T, dX))):
+                        if not frozen:
+                            db_block[j] += grad
+            if not (in_kernel and (frozen or ready(X.T, dZ, dW))
+                    and (not want_dx or ready(dZ, W.T, dX))):
                 return False
-            gemm_ready(X.T, dZ, dW)
+            if not frozen:
+                gemm_ready(X.T, dZ, dW)
             if want_dx:
                 gemm_ready(dZ, W.T, dX)
             return True
@@ -175,32 +192,39 @@ def _backward_kernels(act, dz_is):
     return serial_and_parallel(build)
 
 
-_backward = {}  # activation code -> kernels by DZ_SEPARATE, DZ_IS_Z, DZ_IS_DY
+_backward = {}  # activation code -> (trained, frozen) kernels by DZ_SEPARATE, DZ_IS_Z, DZ_IS_DY
+# A frozen layer's stand-in for db, dslope and (but for prelu) the slope: never read or written.
+_NOTHING = {np.dtype(t): np.empty(0, t) for t in (np.float32, np.float64)}
 
 
-def _backward_triples(act):
-    triple = tuple(_backward_kernels(check_code(act), dz_is) for dz_is in range(3))
-    _backward[act] = triple
-    return triple
+def _backward_kernels_of(act):
+    kernels = tuple(tuple(_backward_kernels(check_code(act), dz_is, frozen) for dz_is in range(3))
+                    for frozen in (False, True))
+    _backward[act] = kernels
+    return kernels
 
 
 def dense_backward(dY, X, W, Z, act, act_param, slope, dropout_p, key, dZ, dW, db, dslope, dX):
-    backward = (_backward.get(act) or _backward_triples(act))[
+    frozen = spec.frozen_backward(dW, db, dslope)
+    backward = (_backward.get(act) or _backward_kernels_of(act))[frozen][
         DZ_IS_Z if dZ is Z else (DZ_IS_DY if dZ is dY else DZ_SEPARATE)][dY.size >= PARALLEL_MIN_WORK]
     dropout = NO_DROPOUT if dropout_p == 0 else mask_args(dropout_p, key, Z.dtype)
+    if frozen:
+        db = dslope = _NOTHING[Z.dtype]
     if slope is None:
         slope = db  # stand-ins that are never read or written (prelu has both)
     if dslope is None:
         dslope = np.empty_like(db) if act == PRELU else db  # prelu's kernel always writes it
+    # dZ stands in for a dW or dX given as None: one compiled kernel either way, never written.
     if _in_kernel(X, W, (dZ, dW, dX)):
-        # dZ stands in for a dX given as None: one compiled kernel either way, never written.
-        done = backward(dY, X, W, Z, dZ, dW, db, dslope, dZ if dX is None else dX, act_param,
-                        slope, True, dX is not None, *dropout)
+        done = backward(dY, X, W, Z, dZ, dZ if frozen else dW, db, dslope, dZ if dX is None else dX,
+                        act_param, slope, True, dX is not None, *dropout)
     else:  # X, W, dW, dX: unread stand-ins
         done = backward(dY, dZ, dZ, Z, dZ, dZ, db, dslope, dZ, act_param, slope, False, False,
                         *dropout)
     if not done:
-        matmul(X.T, dZ, dW)
+        if not frozen:
+            matmul(X.T, dZ, dW)
         if dX is not None:
             matmul(dZ, W.T, dX)
 

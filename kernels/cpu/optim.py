@@ -10,6 +10,12 @@ A piece is updated by a loop of its own (one function per optimizer, on 1-D view
 LLVM vectorises such a loop, flags and all, where the same loop written inline in the
 kernel's block walk stayed scalar (AdamW measured at 55 GB/s against 25 GB/s).
 
+With ``diag`` (kernels.spec), each piece also sums its elements' ``(p' - p)^2`` and ``p^2``
+in float64 inside the same loop, into a slot per (block, segment) that the kernel then
+adds to ``diag`` in block order, as :func:`grad_sq_norms` adds its partial sums: the
+result does not depend on the threads. Without it, ``tally`` is None: numba compiles the
+loops without those sums, so an update without diagnostics runs the code it ran before.
+
 Arithmetic is in the dtype of the parameters with every constant rounded to it first,
 in the order the reference evaluates, so float32 results agree with it to rounding:
 wrappers compute the constants as Python floats (the cheapest arguments to pass) and
@@ -43,42 +49,75 @@ def _decayed(g, p, clip_value, scale, decay):
     return _clip(g, clip_value) * scale + decay * p
 
 
+@inline
+def _tally(change_sq, param_sq, old, new):
+    """The running sums of kernels.spec's ``diag`` with one more element: ``(p' - p)^2``
+    and ``p^2`` in float64, p = ``old`` and p' = ``new`` as the dtype holds them."""
+    before = np.float64(old)
+    change = np.float64(new) - before
+    return change_sq + change * change, param_sq + before * before
+
+
+@inline
+def _post(tally, change_sq, param_sq):
+    """Add a piece's sums to its slot ``tally`` (2,) (a caller that has none skips this)."""
+    tally[0] += change_sq
+    tally[1] += param_sq
+
+
 # ------------------------------------------------------------------- piece updates
 # Each updates the views p, g, s1, s2, s3 of one piece of one segment in place; ``c``
 # holds the optimizer's constants in the dtype (a tuple), ``flags`` its booleans. Unused
-# state buffers are stand-ins that are never touched.
+# state buffers are stand-ins that are never touched. ``tally``: None, or the (2,) slot
+# that receives the piece's sums of kernels.spec's ``diag`` (:func:`_tally`).
 @row_loop
-def _sgd(p, g, buf, unused_1, unused_2, scale, decay, clip_value, c, flags):
+def _sgd(p, g, buf, unused_1, unused_2, scale, decay, clip_value, c, flags, tally):
     """torch SGD: momentum ``buf``, dampening and nesterov as in kernels.spec."""
     lr, momentum, one_minus_dampening = c[0], c[1], c[2]
     use_momentum, nesterov, first_step = flags
+    change_sq = param_sq = 0.0
     for i in range(p.size):
-        d = _decayed(g[i], p[i], clip_value, scale, decay)
+        old = p[i]
+        d = _decayed(g[i], old, clip_value, scale, decay)
         if use_momentum:
             b = d if first_step else momentum * buf[i] + one_minus_dampening * d
             buf[i] = b
             d = d + momentum * b if nesterov else b
-        p[i] = p[i] - lr * d
+        new = old - lr * d
+        p[i] = new
+        if tally is not None:
+            change_sq, param_sq = _tally(change_sq, param_sq, old, new)
+    if tally is not None:
+        _post(tally, change_sq, param_sq)
 
 
 @row_loop
-def _adagrad(p, g, state_sum, unused_1, unused_2, scale, decay, clip_value, c, flags):
+def _adagrad(p, g, state_sum, unused_1, unused_2, scale, decay, clip_value, c, flags, tally):
     """``sum += g^2``; ``p -= lr g / (sqrt(sum) + eps)``."""
     lr, eps = c[0], c[1]
+    change_sq = param_sq = 0.0
     for i in range(p.size):
-        d = _decayed(g[i], p[i], clip_value, scale, decay)
+        old = p[i]
+        d = _decayed(g[i], old, clip_value, scale, decay)
         total = state_sum[i] + d * d
         state_sum[i] = total
-        p[i] = p[i] - lr * d / (math.sqrt(total) + eps)
+        new = old - lr * d / (math.sqrt(total) + eps)
+        p[i] = new
+        if tally is not None:
+            change_sq, param_sq = _tally(change_sq, param_sq, old, new)
+    if tally is not None:
+        _post(tally, change_sq, param_sq)
 
 
 @row_loop
-def _rmsprop(p, g, square_avg, grad_avg, buf, scale, decay, clip_value, c, flags):
+def _rmsprop(p, g, square_avg, grad_avg, buf, scale, decay, clip_value, c, flags, tally):
     """``v = alpha v + (1 - alpha) g^2``, centered and momentum variants (kernels.spec)."""
     lr, alpha, one_minus_alpha, eps, momentum = c[0], c[1], c[2], c[3], c[4]
     centered, use_momentum = flags
+    change_sq = param_sq = 0.0
     for i in range(p.size):
-        d = _decayed(g[i], p[i], clip_value, scale, decay)
+        old = p[i]
+        d = _decayed(g[i], old, clip_value, scale, decay)
         v = alpha * square_avg[i] + one_minus_alpha * d * d
         square_avg[i] = v
         if centered:
@@ -90,23 +129,35 @@ def _rmsprop(p, g, square_avg, grad_avg, buf, scale, decay, clip_value, c, flags
         if use_momentum:
             b = momentum * buf[i] + d / avg
             buf[i] = b
-            p[i] = p[i] - lr * b
+            new = old - lr * b
         else:
-            p[i] = p[i] - lr * d / avg
+            new = old - lr * d / avg
+        p[i] = new
+        if tally is not None:
+            change_sq, param_sq = _tally(change_sq, param_sq, old, new)
+    if tally is not None:
+        _post(tally, change_sq, param_sq)
 
 
 @row_loop
-def _adadelta(p, g, square_avg, acc_delta, unused, scale, decay, clip_value, c, flags):
+def _adadelta(p, g, square_avg, acc_delta, unused, scale, decay, clip_value, c, flags, tally):
     """``v = rho v + (1 - rho) g^2``; ``delta = sqrt(u + eps) / sqrt(v + eps) g``; ..."""
     lr, rho, one_minus_rho, eps = c[0], c[1], c[2], c[3]
+    change_sq = param_sq = 0.0
     for i in range(p.size):
-        d = _decayed(g[i], p[i], clip_value, scale, decay)
+        old = p[i]
+        d = _decayed(g[i], old, clip_value, scale, decay)
         v = rho * square_avg[i] + one_minus_rho * d * d
         square_avg[i] = v
         u = acc_delta[i]
         delta = math.sqrt(u + eps) / math.sqrt(v + eps) * d
         acc_delta[i] = rho * u + one_minus_rho * delta * delta
-        p[i] = p[i] - lr * delta
+        new = old - lr * delta
+        p[i] = new
+        if tally is not None:
+            change_sq, param_sq = _tally(change_sq, param_sq, old, new)
+    if tally is not None:
+        _post(tally, change_sq, param_sq)
 
 
 @inline
@@ -119,18 +170,20 @@ def _moments(i, d, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2, one_minus
 
 
 @row_loop
-def _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, scale, decay, clip_value, c, flags):
+def _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, scale, decay, clip_value, c, flags, tally):
     """Adam / AdamW (``decoupled``: ``p *= 1 - lr wd`` first), amsgrad (kernels.spec)."""
     (lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, step_size, sqrt_bc2) = (
         c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])
     decoupled, amsgrad = flags
     shrink = cast_like(1.0, lr) - lr * decay
+    change_sq = param_sq = 0.0
     for i in range(p.size):
+        old = p[i]
         if decoupled:
-            param = p[i] * shrink
+            param = old * shrink
             d = _clip(g[i], clip_value) * scale
         else:
-            param = p[i]
+            param = old
             d = _decayed(g[i], param, clip_value, scale, decay)
         m, v = _moments(i, d, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2, one_minus_beta2)
         if amsgrad:
@@ -139,37 +192,49 @@ def _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, scale, decay, clip_value, c
                 v_max = v
             max_exp_avg_sq[i] = v_max
             v = v_max
-        p[i] = param - step_size * m / (math.sqrt(v) / sqrt_bc2 + eps)
+        new = param - step_size * m / (math.sqrt(v) / sqrt_bc2 + eps)
+        p[i] = new
+        if tally is not None:
+            change_sq, param_sq = _tally(change_sq, param_sq, old, new)
+    if tally is not None:
+        _post(tally, change_sq, param_sq)
 
 
 @row_loop
-def _nadam(p, g, exp_avg, exp_avg_sq, unused, scale, decay, clip_value, c, flags):
+def _nadam(p, g, exp_avg, exp_avg_sq, unused, scale, decay, clip_value, c, flags, tally):
     """torch NAdam with the caller's momentum schedule (kernels.spec)."""
     (beta1, one_minus_beta1, beta2, one_minus_beta2, eps, bc2, grad_coef, avg_coef) = (
         c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])
+    change_sq = param_sq = 0.0
     for i in range(p.size):
-        d = _decayed(g[i], p[i], clip_value, scale, decay)
+        old = p[i]
+        d = _decayed(g[i], old, clip_value, scale, decay)
         m, v = _moments(i, d, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2, one_minus_beta2)
         denom = math.sqrt(v / bc2) + eps
-        param = p[i] - grad_coef * d / denom
-        p[i] = param - avg_coef * m / denom
+        param = old - grad_coef * d / denom
+        new = param - avg_coef * m / denom
+        p[i] = new
+        if tally is not None:
+            change_sq, param_sq = _tally(change_sq, param_sq, old, new)
+    if tally is not None:
+        _post(tally, change_sq, param_sq)
 
 
 @inline
-def _update_piece(kind, p, g, s1, s2, s3, scale, decay, clip_value, c, flags):
+def _update_piece(kind, p, g, s1, s2, s3, scale, decay, clip_value, c, flags, tally):
     # ``kind`` is a constant of the calling kernel: numba prunes the other branches.
     if kind == _SGD:
-        _sgd(p, g, s1, s2, s3, scale, decay, clip_value, c, flags)
+        _sgd(p, g, s1, s2, s3, scale, decay, clip_value, c, flags, tally)
     elif kind == _ADAGRAD:
-        _adagrad(p, g, s1, s2, s3, scale, decay, clip_value, c, flags)
+        _adagrad(p, g, s1, s2, s3, scale, decay, clip_value, c, flags, tally)
     elif kind == _RMSPROP:
-        _rmsprop(p, g, s1, s2, s3, scale, decay, clip_value, c, flags)
+        _rmsprop(p, g, s1, s2, s3, scale, decay, clip_value, c, flags, tally)
     elif kind == _ADADELTA:
-        _adadelta(p, g, s1, s2, s3, scale, decay, clip_value, c, flags)
+        _adadelta(p, g, s1, s2, s3, scale, decay, clip_value, c, flags, tally)
     elif kind == _ADAM:
-        _adam(p, g, s1, s2, s3, scale, decay, clip_value, c, flags)
+        _adam(p, g, s1, s2, s3, scale, decay, clip_value, c, flags, tally)
     else:
-        _nadam(p, g, s1, s2, s3, scale, decay, clip_value, c, flags)
+        _nadam(p, g, s1, s2, s3, scale, decay, clip_value, c, flags, tally)
 
 
 # ------------------------------------------------------------------------ kernels
@@ -191,42 +256,70 @@ def _update_kernels(kind):
     """(serial, parallel) update kernel of one optimizer."""
 
     def build(loop):
+        parallel = loop is prange
+
         def update(params, grads, s1, s2, s3, offsets, seg_scale, seg_decay, clip_value,
-                   c0, c1, c2, c3, c4, c5, c6, c7, flags):
+                   c0, c1, c2, c3, c4, c5, c6, c7, flags, diag):
             """By blocks; in each, the pieces of its segments in order. ``c0``..``c7``:
-            the optimizer's constants as floats, rounded to the dtype here."""
+            the optimizer's constants as floats, rounded to the dtype here.
+
+            ``diag`` (None: numba prunes what follows) as kernels.spec's: serially each
+            piece adds its sums straight into ``diag[s]``; in parallel into slot
+            ``block + s`` of a zeroed array (the slots of grad_sq_norms, which never
+            collide), then added to ``diag`` in block order: the same sums in the same
+            order either way."""
             clip_value = cast_to(clip_value, params)
             c = (cast_to(c0, params), cast_to(c1, params), cast_to(c2, params),
                  cast_to(c3, params), cast_to(c4, params), cast_to(c5, params),
                  cast_to(c6, params), cast_to(c7, params))
             n = params.size
-            for block in loop(-(-n // BLOCK)):
+            blocks = -(-n // BLOCK)
+            if diag is not None:
+                if parallel:
+                    tallies, stride = np.zeros((blocks + offsets.size, 2)), 1
+                else:
+                    tallies, stride = diag, 0
+            for block in loop(blocks):
                 start, stop, s = _block_start(offsets, block, n)
                 while start < stop:
                     end = _piece_end(offsets, start, stop, s)
+                    if diag is None:
+                        tally = None
+                    else:
+                        tally = tallies[block * stride + s]
                     _update_piece(kind, params[start:end], grads[start:end], s1[start:end],
                                   s2[start:end], s3[start:end], cast_like(seg_scale[s], clip_value),
-                                  cast_like(seg_decay[s], clip_value), clip_value, c, flags)
+                                  cast_like(seg_decay[s], clip_value), clip_value, c, flags, tally)
                     start = end
                     s += 1
+            if diag is not None:
+                if parallel:
+                    for block in range(blocks):
+                        start, stop, s = _block_start(offsets, block, n)
+                        while start < stop:
+                            diag[s, 0] += tallies[block + s, 0]
+                            diag[s, 1] += tallies[block + s, 1]
+                            start = _piece_end(offsets, start, stop, s)
+                            s += 1
         return update
 
     return serial_and_parallel(build)
 
 
 def _run(kind, params, grads, s1, s2, s3, offsets, seg_scale, seg_decay, clip_value, constants,
-         flags, status):
+         flags, status, diag):
     """Run the kernel of ``kind`` on state buffers s1..s3 (None where unused: params,
-    never touched, stands in); ``constants``: up to 8 floats. Nothing runs when
-    guard_update's ``status`` skips the update: read here, in Python, since on the CPU
-    the record is host memory and the test costs less than passing it to the kernel."""
+    never touched, stands in); ``constants``: up to 8 floats; ``diag``: spec's (S, 2)
+    sums, or None. Nothing runs when guard_update's ``status`` skips the update: read
+    here, in Python, since on the CPU the record is host memory and the test costs less
+    than passing it to the kernel."""
     if status is not None and status[_SKIP] != 0:
         return
     _UPDATES[kind][params.size >= PARALLEL_MIN_WORK](
         params, grads, params if s1 is None else s1, params if s2 is None else s2,
         params if s3 is None else s3, np.asarray(offsets, dtype=np.int64),
         np.asarray(seg_scale, dtype=np.float64), np.asarray(seg_decay, dtype=np.float64),
-        clip_value, *constants, *_NO_CONSTANTS[len(constants):], flags)
+        clip_value, *constants, *_NO_CONSTANTS[len(constants):], flags, diag)
 
 
 _UPDATES = tuple(_update_kernels(kind) for kind in range(6))  # by kind; compiled on first call
@@ -247,8 +340,9 @@ def _sum_sq(grads, clip_value):
 def _build_grad_sq_norms(loop):
     parallel = loop is prange
 
-    def grad_sq_norms(grads, offsets, clip_value, out):
-        """``out[s] = sum_{i in s} clip(grads[i])^2`` in float64 (spec.Backend.grad_sq_norms).
+    def grad_sq_norms(grads, offsets, clip_value, out, acc):
+        """``out[s] = sum_{i in s} clip(grads[i])^2`` in float64 (spec.Backend.grad_sq_norms),
+        and ``acc[s] += out[s]`` unless ``acc`` is None (then compiled without that loop).
 
         The pieces of one segment add in block order, whatever the threads. Serially,
         straight into ``out``. In parallel, block ``b`` stores the partial sum of its piece
@@ -279,58 +373,61 @@ def _build_grad_sq_norms(loop):
                     out[s] += sums[block + s]
                     start = _piece_end(offsets, start, stop, s)
                     s += 1
+        if acc is not None:
+            for s in range(out.size):
+                acc[s] += out[s]
     return grad_sq_norms
 
 
 _GRAD_SQ_NORMS = serial_and_parallel(_build_grad_sq_norms)
 
 
-def grad_sq_norms(grads, offsets, clip_value, out):
+def grad_sq_norms(grads, offsets, clip_value, out, acc=None):
     _GRAD_SQ_NORMS[grads.size >= PARALLEL_MIN_WORK](grads, np.asarray(offsets, dtype=np.int64),
-                                                     clip_value, out)
+                                                     clip_value, out, acc)
 
 
 def sgd(params, grads, momentum_buf, offsets, seg_scale, seg_decay, clip_value,
-        lr, momentum, dampening, nesterov, first_step, status=None):
+        lr, momentum, dampening, nesterov, first_step, status=None, diag=None):
     _run(_SGD, params, grads, momentum_buf, None, None, offsets, seg_scale, seg_decay, clip_value,
          (lr, momentum, 1.0 - dampening), (momentum != 0.0, bool(nesterov), bool(first_step)),
-         status)
+         status, diag)
 
 
 def adagrad(params, grads, state_sum, offsets, seg_scale, seg_decay, clip_value, lr, eps,
-            status=None):
+            status=None, diag=None):
     _run(_ADAGRAD, params, grads, state_sum, None, None, offsets, seg_scale, seg_decay,
-         clip_value, (lr, eps), (), status)
+         clip_value, (lr, eps), (), status, diag)
 
 
 def rmsprop(params, grads, square_avg, grad_avg, momentum_buf, offsets, seg_scale, seg_decay,
-            clip_value, lr, alpha, eps, momentum, centered, status=None):
+            clip_value, lr, alpha, eps, momentum, centered, status=None, diag=None):
     _run(_RMSPROP, params, grads, square_avg, grad_avg, momentum_buf, offsets, seg_scale,
          seg_decay, clip_value, (lr, alpha, 1.0 - alpha, eps, momentum),
-         (bool(centered), momentum > 0.0), status)
+         (bool(centered), momentum > 0.0), status, diag)
 
 
 def adadelta(params, grads, square_avg, acc_delta, offsets, seg_scale, seg_decay, clip_value,
-             lr, rho, eps, status=None):
+             lr, rho, eps, status=None, diag=None):
     _run(_ADADELTA, params, grads, square_avg, acc_delta, None, offsets, seg_scale, seg_decay,
-         clip_value, (lr, rho, 1.0 - rho, eps), (), status)
+         clip_value, (lr, rho, 1.0 - rho, eps), (), status, diag)
 
 
 def adam(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, offsets, seg_scale, seg_decay,
-         clip_value, lr, beta1, beta2, eps, step, decoupled, amsgrad, status=None):
+         clip_value, lr, beta1, beta2, eps, step, decoupled, amsgrad, status=None, diag=None):
     bias_correction1 = 1.0 - beta1**step
     bias_correction2 = 1.0 - beta2**step
     _run(_ADAM, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, offsets, seg_scale,
          seg_decay, clip_value,
          (lr, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, lr / bias_correction1,
           math.sqrt(bias_correction2)),
-         (bool(decoupled), bool(amsgrad)), status)
+         (bool(decoupled), bool(amsgrad)), status, diag)
 
 
 def nadam(params, grads, exp_avg, exp_avg_sq, offsets, seg_scale, seg_decay, clip_value,
-          lr, beta1, beta2, eps, step, mu, mu_next, mu_product, status=None):
+          lr, beta1, beta2, eps, step, mu, mu_next, mu_product, status=None, diag=None):
     _run(_NADAM, params, grads, exp_avg, exp_avg_sq, None, offsets, seg_scale, seg_decay,
          clip_value,
          (beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, 1.0 - beta2**step,
           lr * (1.0 - mu) / (1.0 - mu_product), lr * mu_next / (1.0 - mu_product * mu_next)),
-         (), status)
+         (), status, diag)

@@ -12,6 +12,7 @@
 //     double2 load and store per array) when m is a multiple of it and Z, Y, b (and the
 //     prelu slope) start on 16 bytes, else V = 1. grid (min(ceil(n m / V / 256), 4096)),
 //     block (256), no shared memory; grid-stride loop over the groups of V elements.
+//     With ``alive`` (else null): alive[j] = 1 where act(Z[i, j]) > 0.
 // backward_columns<T>: upstream = dY * keep / (1 - p), dZ = upstream * act'(Z), and for
 //     each chunk c of ``chunk_rows`` rows: sums[c, j] = sum_{i in c} dZ[i, j] and, for prelu,
 //     slope_sums[c, j] = sum_{i in c} upstream[i, j] * min(Z[i, j], 0).
@@ -19,6 +20,8 @@
 //     dynamic shared memory 2 * blockDim.x * blockDim.y * sizeof(T).
 // finish_column_sums<T>: db[j] = sum_c sums[c, j] (and dslope from slope_sums), c in order.
 //     grid (ceil(m / 256)), block (256), no shared memory.
+// backward_elements<T>: dZ = dY * keep / (1 - p) * act'(Z) alone, a frozen layer's backward
+//     (no column sums). Grid and block as forward_epilogue.
 // dropout_mask<T, V>: out[k] = keep(k) / (1 - p), V elements per thread at a time (V > 1
 //     when the size is a multiple of V and out starts on 16 bytes). Grid and block as
 //     forward_epilogue.
@@ -50,11 +53,15 @@ __device__ __forceinline__ T mask_value(long long k, unsigned int key_lo, unsign
 // to V elements). Y may be Z: a group is read whole before it is written. ``slope`` is
 // read for prelu only; ``dropout`` 0 skips the hashing (p = 0, where the reference's mask
 // is all ones). Each element hashes its own flat index, whatever V.
+// ``alive`` (m flags, or null for none): spec.Backend.dense_forward's units that fired,
+// alive[j] = 1 where act(Z[i, j]) > 0 before dropout. Threads only ever store 1 there and
+// never read it: the threads of other rows that store to the same flag store the same
+// byte, so the flag ends 1 whatever their order, with no atomics and no read to race.
 template <typename T, int V>
 __global__ void forward_epilogue(T* Z, T* Y, const T* b, const T* slope, long long total,
                                  long long m, int act, T alpha, int dropout,
                                  unsigned int key_lo, unsigned int key_hi,
-                                 unsigned int threshold, T scale) {
+                                 unsigned int threshold, T scale, unsigned char* alive) {
     const long long stride = static_cast<long long>(gridDim.x) * blockDim.x * V;
     long long k = (static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x) * V;
     // The column of k, stepped by stride mod m: one 64-bit division per thread, not per group.
@@ -73,6 +80,9 @@ __global__ void forward_epilogue(T* Z, T* Y, const T* b, const T* slope, long lo
         for (int e = 0; e < V; ++e) {
             z.v[e] += bias.v[e];
             y.v[e] = fd::activate(act, z.v[e], alpha, unit_slope.v[e]);
+            if (alive != nullptr && y.v[e] > T(0)) {
+                alive[j + e] = 1;
+            }
             if (dropout) {
                 y.v[e] *= mask_value(k + e, key_lo, key_hi, threshold, scale);
             }
@@ -165,6 +175,26 @@ __global__ void finish_column_sums(const T* partials, long long chunks, long lon
             sum += partials[c * m + j];
         }
         dslope[j] = sum;
+    }
+}
+
+// dZ[k] = dY[k] * keep(k) / (1 - p) * act'(Z[k]) over the ``total`` = n m elements of a frozen
+// layer (spec.Backend.dense_backward with dW, db and dslope None): backward_columns without
+// the sums. ``slope`` (m) is read for prelu only. dZ may be dY or Z: each element is read
+// before the same thread writes it.
+template <typename T>
+__global__ void backward_elements(const T* dY, const T* Z, T* dZ, const T* slope, long long total,
+                                  long long m, int act, T alpha, int dropout, unsigned int key_lo,
+                                  unsigned int key_hi, unsigned int threshold, T scale) {
+    const long long stride = static_cast<long long>(gridDim.x) * blockDim.x;
+    const bool prelu = act == fd::activation::PRELU;
+    for (long long k = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; k < total;
+         k += stride) {
+        T upstream = dY[k];
+        if (dropout) {
+            upstream *= mask_value(k, key_lo, key_hi, threshold, scale);
+        }
+        dZ[k] = upstream * fd::derivative(act, Z[k], alpha, prelu ? slope[k % m] : T(0));
     }
 }
 

@@ -4,8 +4,10 @@ The GEMMs are cuBLAS calls through ``cupy.matmul(a, b, out=...)`` into the given
 arrays, at the precision :mod:`kernels.cuda.precision` selects; everything elementwise
 around them is one kernel of ``dense.cu``: bias, activation and dropout after the forward
 GEMM; dropout, activation derivative and the column sums ``db`` (and prelu's ``dslope``)
-before the backward GEMMs. The dropout mask is never stored: both passes hash element
-indices again (``rng.cuh``, the hash of :mod:`kernels.rng`). The forward epilogue and the
+before the backward GEMMs (for a frozen layer, ``backward_elements``: dZ alone, then only
+the GEMM of ``dX``). The dropout mask is never stored: both passes hash element indices
+again (``rng.cuh``, the hash of :mod:`kernels.rng`); the forward epilogue also sets the
+``alive`` flags of the diagnostics where asked. The forward epilogue and the
 dropout mask move 16 bytes per access (float4 / double2) where rows are a whole number of
 such vectors and the arrays start on 16 bytes (the engine's, from CuPy's pool, do), else
 one element; both hash each element's own index, so masks are the same either way.
@@ -49,6 +51,7 @@ _SOURCE = Source("dense.cu", [
     *_grouped_instances("forward_epilogue"),
     *instances("backward_columns"),
     *instances("finish_column_sums"),
+    *instances("backward_elements"),
     *_grouped_instances("dropout_mask"),
     *instances("sigmoid_elements"),
     *instances("softmax_rows"),
@@ -165,7 +168,20 @@ def _alpha(act_param, dtype):
     return scalar(0.0 if act_param is None else act_param, dtype)
 
 
-def dense_forward(X, W, b, act, act_param, slope, dropout_p, key, Z, Y):
+def _alive_flags(alive, m):
+    """dense_forward's ``alive`` as the kernel writes it: a C-contiguous uint8 device array
+    of m flags (a temporary for one that is not contiguous, copied back after), or None."""
+    if alive is None:
+        return None
+    if not isinstance(alive, cupy.ndarray) or alive.dtype != np.uint8:
+        raise TypeError(f"alive must be a uint8 CuPy array; got {type(alive).__name__} "
+                        f"{getattr(alive, 'dtype', '')}")
+    if alive.shape != (m,):
+        raise ValueError(f"alive must have shape ({m},), a flag per unit; got {alive.shape}")
+    return alive if alive.flags.c_contiguous else cupy.ascontiguousarray(alive)
+
+
+def dense_forward(X, W, b, act, act_param, slope, dropout_p, key, Z, Y, alive=None):
     act = _activation(act)
     dtype = _float_dtype(Z, "Z")
     n, m = Z.shape
@@ -174,6 +190,7 @@ def dense_forward(X, W, b, act, act_param, slope, dropout_p, key, Z, Y):
     if act == spec.PRELU and slope is None:
         raise ValueError("slope: prelu needs its per-unit slopes")
     _same_dtype(Y, dtype, "Y")
+    alive_c = _alive_flags(alive, m)
     mask = mask_args(dropout_p, key, dtype)
     Zc = _writable(Z)
     Yc = Zc if Y is Z else _writable(Y)
@@ -185,10 +202,12 @@ def dense_forward(X, W, b, act, act_param, slope, dropout_p, key, Z, Y):
         _grouped("forward_epilogue", dtype, width)(
             _elementwise_grid(n * m // width), (BLOCK,),
             (Zc, Yc, b, slope, np.int64(n * m), np.int64(m), np.int32(act),
-             _alpha(act_param, dtype), *mask))
+             _alpha(act_param, dtype), *mask, alive_c))
     _write_back(Z, Zc)
     if Y is not Z:
         _write_back(Y, Yc)
+    if alive is not None:
+        _write_back(alive, alive_c)
 
 
 def _row_chunks(n):
@@ -230,8 +249,34 @@ def _backward_columns(dY, Z, dZ, slope, act, alpha, mask, db, dslope):
             (partials, np.int64(chunks), np.int64(m), np.int32(act == spec.PRELU), db, dslope))
 
 
+def _frozen_backward(dY, Z, dZ, slope, act, act_param, dropout_p, key, dX, W):
+    """dense_backward of a frozen layer: dZ by backward_elements, then dX = dZ @ W.T when
+    asked for; neither column sums nor dW."""
+    dtype = _float_dtype(dZ, "dZ")
+    n, m = dZ.shape
+    prelu = act == spec.PRELU
+    if prelu and slope is None:
+        raise ValueError("slope: prelu needs its slopes")
+    mask = mask_args(dropout_p, key, dtype)
+    dY_c = cupy.ascontiguousarray(dY, dtype)  # read before any write, as in dense_backward
+    Z_c = cupy.ascontiguousarray(Z, dtype)
+    dZ_c = _writable(dZ)
+    if n and m:
+        slope_c = cupy.ascontiguousarray(slope, dtype) if prelu else dZ_c  # never read
+        _SOURCE.function("backward_elements", dtype)(
+            _elementwise_grid(n * m), (BLOCK,),
+            (dY_c, Z_c, dZ_c, slope_c, np.int64(n * m), np.int64(m), np.int32(act),
+             _alpha(act_param, dtype), *mask))
+    _write_back(dZ, dZ_c)
+    if dX is not None:
+        cupy.matmul(dZ_c, W.T, out=dX)
+
+
 def dense_backward(dY, X, W, Z, act, act_param, slope, dropout_p, key, dZ, dW, db, dslope, dX):
     act = _activation(act)
+    if spec.frozen_backward(dW, db, dslope):
+        _frozen_backward(dY, Z, dZ, slope, act, act_param, dropout_p, key, dX, W)
+        return
     dtype = _float_dtype(dZ, "dZ")
     n, m = dZ.shape
     prelu = act == spec.PRELU

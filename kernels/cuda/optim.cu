@@ -7,6 +7,13 @@
 // (4 floats, 2 doubles) when every buffer is 16-byte aligned, else single elements. Every
 // element finds its segment in `offsets`; a step whose status says skip returns at once.
 //
+// With kernels.spec's diag (`partials` not null), the same kernel runs in the layout of the
+// norms below instead (grid = blocks of `chunk` elements, block x 8 bytes of dynamic shared
+// memory; optim_math.cuh's update_chunk): each block's sums of (p' - p)^2 and p^2 per
+// segment piece go to `partials` by the same pairwise tree, then update_tally_totals,
+// grid ceil(S / block) x block, adds them to diag[s] in block order. Deterministic, no
+// atomics; the choice is a kernel argument, the same for the whole grid.
+//
 // Norms: sq_norm_partials<T>, grid = blocks (at most 1024) x block (a power of two, 256),
 // block x 8 bytes of dynamic shared memory: block b sums clip(g)^2 in double over its chunk
 // of the buffer, one partial per segment piece, in a fixed order (threads stride the piece,
@@ -26,56 +33,6 @@ __device__ __forceinline__ long long grid_threads() {
     return (long long)gridDim.x * blockDim.x;
 }
 
-// Slot 1: momentum_buf (null without momentum).
-template <typename T>
-__global__ void sgd_step(OPTIM_FLAT_PARAMS(T), T lr, T momentum, T one_minus_dampening,
-                         int use_momentum, int nesterov, int first_step) {
-    fo::update(OPTIM_FLAT_ARGS, grid_thread(), grid_threads(),
-               fo::Sgd<T>{lr, momentum, one_minus_dampening, use_momentum != 0, nesterov != 0,
-                          first_step != 0});
-}
-
-// Slot 1: state_sum.
-template <typename T>
-__global__ void adagrad_step(OPTIM_FLAT_PARAMS(T), T lr, T eps) {
-    fo::update(OPTIM_FLAT_ARGS, grid_thread(), grid_threads(), fo::Adagrad<T>{lr, eps});
-}
-
-// Slots: square_avg, grad_avg (null unless centered), momentum_buf (null without momentum).
-template <typename T>
-__global__ void rmsprop_step(OPTIM_FLAT_PARAMS(T), T lr, T alpha, T one_minus_alpha, T eps,
-                             T momentum, int centered, int use_momentum) {
-    fo::update(OPTIM_FLAT_ARGS, grid_thread(), grid_threads(),
-               fo::Rmsprop<T>{lr, alpha, one_minus_alpha, eps, momentum, centered != 0,
-                              use_momentum != 0});
-}
-
-// Slots: square_avg, acc_delta.
-template <typename T>
-__global__ void adadelta_step(OPTIM_FLAT_PARAMS(T), T lr, T rho, T one_minus_rho, T eps) {
-    fo::update(OPTIM_FLAT_ARGS, grid_thread(), grid_threads(),
-               fo::Adadelta<T>{lr, rho, one_minus_rho, eps});
-}
-
-// Slots: exp_avg, exp_avg_sq, max_exp_avg_sq (null without amsgrad).
-template <typename T>
-__global__ void adam_step(OPTIM_FLAT_PARAMS(T), T lr, T beta1, T one_minus_beta1, T beta2,
-                          T one_minus_beta2, T eps, T step_size, T sqrt_bc2, int decoupled,
-                          int amsgrad) {
-    fo::update(OPTIM_FLAT_ARGS, grid_thread(), grid_threads(),
-               fo::Adam<T>{lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, step_size,
-                           sqrt_bc2, decoupled != 0, amsgrad != 0});
-}
-
-// Slots: exp_avg, exp_avg_sq.
-template <typename T>
-__global__ void nadam_step(OPTIM_FLAT_PARAMS(T), T beta1, T one_minus_beta1, T beta2,
-                           T one_minus_beta2, T eps, T bc2, T grad_coef, T avg_coef) {
-    fo::update(OPTIM_FLAT_ARGS, grid_thread(), grid_threads(),
-               fo::Nadam<T>{beta1, one_minus_beta1, beta2, one_minus_beta2, eps, bc2, grad_coef,
-                            avg_coef});
-}
-
 // The sum of v over the block in a fixed order, a pairwise tree in shared memory (`sums`:
 // blockDim.x doubles, blockDim.x a power of two); every thread gets it. All threads of the
 // block call it (it synchronises). Shared memory rather than warp shuffles: the PTX
@@ -92,6 +49,93 @@ __device__ __forceinline__ double block_sum(double v, double* sums) {
     const double total = sums[0];
     __syncthreads();  // sums is written again by the next call
     return total;
+}
+
+// The body of every update kernel: the grid-stride update without diagnostics (`partials`
+// null), else the update of this block's chunk with its sums (see the top of this file).
+// A skipped step leaves every thread of the grid at once, before any barrier.
+template <typename T, typename Op>
+__device__ __forceinline__ void step(OPTIM_FLAT_PARAMS(T), OPTIM_TALLY_PARAMS, const Op& op) {
+    if (partials == nullptr) {
+        fo::update(OPTIM_FLAT_ARGS, grid_thread(), grid_threads(), op);
+        return;
+    }
+    if (fo::skip_update(skip)) return;
+    extern __shared__ double sums[];
+    const fo::Flat<T> b{params, grads, state1, state2, state3, offsets, segments,
+                        seg_scale, seg_decay, n, clip_value};
+    const long long slots = fo::tally_slots(n, chunk, segments);
+    fo::update_chunk(b, chunk, blockIdx.x, threadIdx.x, blockDim.x, op,
+                     [&](long long s, const fo::Tally& tally) {
+        const double change_sq = block_sum(tally.change_sq, sums);
+        const double param_sq = block_sum(tally.param_sq, sums);
+        if (threadIdx.x == 0) {
+            partials[fo::partial_slot(blockIdx.x, s)] = change_sq;
+            partials[slots + fo::partial_slot(blockIdx.x, s)] = param_sq;
+        }
+    });
+}
+
+// Slot 1: momentum_buf (null without momentum).
+template <typename T>
+__global__ void sgd_step(OPTIM_FLAT_PARAMS(T), OPTIM_TALLY_PARAMS, T lr, T momentum,
+                         T one_minus_dampening, int use_momentum, int nesterov, int first_step) {
+    step(OPTIM_FLAT_ARGS, partials, chunk,
+         fo::Sgd<T>{lr, momentum, one_minus_dampening, use_momentum != 0, nesterov != 0,
+                    first_step != 0});
+}
+
+// Slot 1: state_sum.
+template <typename T>
+__global__ void adagrad_step(OPTIM_FLAT_PARAMS(T), OPTIM_TALLY_PARAMS, T lr, T eps) {
+    step(OPTIM_FLAT_ARGS, partials, chunk, fo::Adagrad<T>{lr, eps});
+}
+
+// Slots: square_avg, grad_avg (null unless centered), momentum_buf (null without momentum).
+template <typename T>
+__global__ void rmsprop_step(OPTIM_FLAT_PARAMS(T), OPTIM_TALLY_PARAMS, T lr, T alpha,
+                             T one_minus_alpha, T eps, T momentum, int centered,
+                             int use_momentum) {
+    step(OPTIM_FLAT_ARGS, partials, chunk,
+         fo::Rmsprop<T>{lr, alpha, one_minus_alpha, eps, momentum, centered != 0,
+                        use_momentum != 0});
+}
+
+// Slots: square_avg, acc_delta.
+template <typename T>
+__global__ void adadelta_step(OPTIM_FLAT_PARAMS(T), OPTIM_TALLY_PARAMS, T lr, T rho,
+                              T one_minus_rho, T eps) {
+    step(OPTIM_FLAT_ARGS, partials, chunk, fo::Adadelta<T>{lr, rho, one_minus_rho, eps});
+}
+
+// Slots: exp_avg, exp_avg_sq, max_exp_avg_sq (null without amsgrad).
+template <typename T>
+__global__ void adam_step(OPTIM_FLAT_PARAMS(T), OPTIM_TALLY_PARAMS, T lr, T beta1,
+                          T one_minus_beta1, T beta2, T one_minus_beta2, T eps, T step_size,
+                          T sqrt_bc2, int decoupled, int amsgrad) {
+    step(OPTIM_FLAT_ARGS, partials, chunk,
+         fo::Adam<T>{lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, step_size,
+                     sqrt_bc2, decoupled != 0, amsgrad != 0});
+}
+
+// Slots: exp_avg, exp_avg_sq.
+template <typename T>
+__global__ void nadam_step(OPTIM_FLAT_PARAMS(T), OPTIM_TALLY_PARAMS, T beta1,
+                           T one_minus_beta1, T beta2, T one_minus_beta2, T eps, T bc2,
+                           T grad_coef, T avg_coef) {
+    step(OPTIM_FLAT_ARGS, partials, chunk,
+         fo::Nadam<T>{beta1, one_minus_beta1, beta2, one_minus_beta2, eps, bc2, grad_coef,
+                      avg_coef});
+}
+
+// diag[s] (a row of kernels.spec's (S, 2) diag) += segment s's partials of an update with
+// diagnostics over n elements, unless the step was skipped (then nothing was written).
+__global__ void update_tally_totals(const double* partials, const long long* offsets,
+                                    long long segments, long long n, long long chunk,
+                                    const double* skip, double* diag) {
+    const long long s = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+    if (s < segments && !fo::skip_update(skip))
+        fo::add_tally_total(partials, offsets, segments, s, n, chunk, diag);
 }
 
 // Block b: partials[partial_slot(b, s)] = sum of clip(g)^2 over its piece of segment s, for
@@ -113,10 +157,15 @@ __global__ void sq_norm_partials(const T* grads, const long long* offsets, long 
     });
 }
 
-// out[s] = the partials of segment s added in block order.
+// out[s] = the partials of segment s added in block order, and acc[s] += out[s] unless
+// acc is null (grad_sq_norms' sum over steps).
 __global__ void sq_norm_totals(const double* partials, const long long* offsets,
                                long long segments, long long chunk, long long blocks,
-                               double* out) {
+                               double* out, double* acc) {
     const long long s = blockIdx.x * (long long)blockDim.x + threadIdx.x;
-    if (s < segments) out[s] = fo::sq_norm_total(partials, offsets, s, chunk, blocks);
+    if (s < segments) {
+        const double total = fo::sq_norm_total(partials, offsets, s, chunk, blocks);
+        out[s] = total;
+        if (acc != nullptr) acc[s] += total;
+    }
 }

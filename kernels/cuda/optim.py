@@ -12,7 +12,9 @@ waits for the device.
 :func:`grad_sq_norms` is deterministic: a fixed number of blocks for a given buffer
 length, each summing its chunk in a fixed order into per-(block, segment) partials, then
 one pass adding each segment's partials in block order. Its partials live in a scratch
-buffer kept per device and size, so the steady state allocates nothing.
+buffer kept per device and size, so the steady state allocates nothing. An update with
+``diag`` (kernels.spec) runs the same kernel in that layout instead of its grid-stride
+loop, its sums summed the same way into ``diag`` by a second, small kernel.
 
 ``offsets``, ``seg_scale`` and ``seg_decay`` may also be NumPy arrays (copied to the
 device, which waits for the copy: the engine passes device arrays); updated arrays that
@@ -28,7 +30,8 @@ from .compiler import VECTOR_BYTES, Source, instances, scalar
 
 _UPDATES = ("sgd_step", "adagrad_step", "rmsprop_step", "adadelta_step", "adam_step", "nadam_step")
 _SOURCE = Source("optim.cu", [name for kernel in _UPDATES + ("sq_norm_partials",)
-                              for name in instances(kernel)] + ["sq_norm_totals"])
+                              for name in instances(kernel)]
+                 + ["sq_norm_totals", "update_tally_totals"])
 
 THREADS = 256  # per block, every kernel here (a power of two, as block_sum needs)
 MAX_UPDATE_BLOCKS = 8192  # the update's grid-stride loop covers the rest
@@ -36,7 +39,7 @@ MAX_NORM_BLOCKS = 1024  # partial sums per segment at most, whatever the buffer 
 MIN_NORM_CHUNK = 16 * THREADS  # elements per norm block: 16 per thread at the least
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-_partials = {}  # (device id, length) -> float64 scratch of grad_sq_norms
+_partials = {}  # (device id, length) -> float64 scratch of the partial sums (_scratch)
 
 
 # ----------------------------------------------------------------------- arguments
@@ -73,21 +76,56 @@ def _per_segment(values, name, offsets):
         _device_array(values, name, np.float64, offsets.size - 1, from_host=True))
 
 
+def _skip_flag(status):
+    """The kernels' ``skip``: status[GUARD_SKIP] (a one-element view), or None."""
+    return None if status is None else status[GUARD_SKIP:GUARD_SKIP + 1]
+
+
 def _update_args(params, grads, states, offsets, seg_scale, seg_decay, clip_value, status,
-                 floats, flags, aligned):
-    """The arguments of an update kernel: OPTIM_FLAT_PARAMS(T) of optim_math.cuh, then the
-    kernel's constants (T) and flags (int); ``states``: three arrays or None."""
+                 floats, flags, aligned, partials=None, chunk=0):
+    """The arguments of an update kernel: OPTIM_FLAT_PARAMS(T) of optim_math.cuh, then
+    OPTIM_TALLY_PARAMS of optim.cu (``partials`` None without diagnostics) and the kernel's
+    constants (T) and flags (int); ``states``: three arrays or None."""
     dtype = params.dtype
-    skip = None if status is None else status[GUARD_SKIP:GUARD_SKIP + 1]
     return ([params, grads, *states, offsets, np.int64(offsets.size - 1), seg_scale, seg_decay,
-             np.int64(params.size), np.int32(aligned), skip, scalar(clip_value, dtype)]
+             np.int64(params.size), np.int32(aligned), _skip_flag(status), scalar(clip_value, dtype),
+             partials, np.int64(chunk)]
             + [scalar(value, dtype) for value in floats] + [np.int32(bool(flag)) for flag in flags])
 
 
+def _tally_args(partials, offsets, n, chunk, status, diag):
+    """The arguments of update_tally_totals (optim.cu)."""
+    return [partials, offsets, np.int64(offsets.size - 1), np.int64(n), np.int64(chunk),
+            _skip_flag(status), diag]
+
+
+def _diag_sums(diag, segments):
+    """kernels.spec's ``diag``, checked: a (segments, 2) float64 CuPy array, or None."""
+    if diag is None:
+        return None
+    if not isinstance(diag, cupy.ndarray) or diag.dtype != np.float64:
+        raise TypeError(f"diag must be a float64 CuPy array; got {type(diag).__name__} "
+                        f"{getattr(diag, 'dtype', '')}")
+    if diag.shape != (segments, 2):
+        raise ValueError(f"diag must have shape ({segments}, 2), a row per segment; got {diag.shape}")
+    return diag
+
+
+def _scratch(size):
+    """A float64 scratch buffer of ``size`` entries kept per device and size (the partial
+    sums of grad_sq_norms and of updates with diagnostics: ops of one stream, one at a time)."""
+    key = (cupy.cuda.get_device_id(), size)
+    partials = _partials.get(key)
+    if partials is None:
+        partials = _partials[key] = cupy.empty(size, np.float64)
+    return partials
+
+
 def _update(kernel, params, grads, states, offsets, seg_scale, seg_decay, clip_value, status,
-            floats, flags):
+            floats, flags, diag):
     """Launch update ``kernel`` (``<op>_step``). ``states``: three (name, array) slots, None
-    where the optimizer leaves one unused; ``floats`` its constants, ``flags`` its booleans."""
+    where the optimizer leaves one unused; ``floats`` its constants, ``flags`` its booleans;
+    ``diag``: kernels.spec's (S, 2) sums, or None."""
     params = _device_array(params, "params")
     n, dtype = params.size, params.dtype
     grads = cupy.ascontiguousarray(_device_array(grads, "grads", dtype, n))
@@ -101,16 +139,33 @@ def _update(kernel, params, grads, states, offsets, seg_scale, seg_decay, clip_v
         if status.size <= GUARD_SKIP:
             raise ValueError("status must be the record of guard_update; got "
                              f"{status.size} entries")
+    diag = _diag_sums(diag, offsets.size - 1)
     if n == 0:
         return
     work = [a if a is None or a.flags.c_contiguous else cupy.ascontiguousarray(a) for a in updated]
     aligned = all(a.data.ptr % VECTOR_BYTES == 0 for a in work + [grads] if a is not None)
-    units = n // (VECTOR_BYTES // dtype.itemsize) if aligned else n
-    blocks = min(max(1, -(-units // THREADS)), MAX_UPDATE_BLOCKS)
-    _SOURCE.function(kernel, dtype)(
-        (blocks,), (THREADS,),
-        _update_args(work[0], grads, work[1:], offsets, seg_scale, seg_decay, clip_value, status,
-                     floats, flags, aligned))
+    if diag is None:
+        units = n // (VECTOR_BYTES // dtype.itemsize) if aligned else n
+        blocks = min(max(1, -(-units // THREADS)), MAX_UPDATE_BLOCKS)
+        _SOURCE.function(kernel, dtype)(
+            (blocks,), (THREADS,),
+            _update_args(work[0], grads, work[1:], offsets, seg_scale, seg_decay, clip_value,
+                         status, floats, flags, aligned))
+    else:
+        chunk, blocks = _norm_layout(n)
+        segments = offsets.size - 1
+        partials = _scratch(2 * (blocks + segments))
+        target = diag if diag.flags.c_contiguous else cupy.ascontiguousarray(diag)
+        _SOURCE.function(kernel, dtype)(
+            (blocks,), (THREADS,),
+            _update_args(work[0], grads, work[1:], offsets, seg_scale, seg_decay, clip_value,
+                         status, floats, flags, aligned, partials, chunk),
+            shared_mem=THREADS * 8)
+        _SOURCE.function("update_tally_totals")(
+            (-(-segments // THREADS),), (THREADS,),
+            _tally_args(partials, offsets, n, chunk, status, target))
+        if target is not diag:
+            diag[...] = target
     for original, copy in zip(updated, work):
         if copy is not original:
             original[...] = copy
@@ -148,54 +203,56 @@ def _nadam_constants(lr, beta1, beta2, eps, step, mu, mu_next, mu_product):
 
 
 def sgd(params, grads, momentum_buf, offsets, seg_scale, seg_decay, clip_value,
-        lr, momentum, dampening, nesterov, first_step, status=None):
+        lr, momentum, dampening, nesterov, first_step, status=None, diag=None):
     """torch SGD (kernels.spec.Backend.sgd); ``momentum_buf`` may be None without momentum."""
     slot = ("momentum_buf", momentum_buf) if momentum != 0.0 else None
     _update("sgd_step", params, grads, (slot, None, None), offsets, seg_scale, seg_decay,
-            clip_value, status, *_sgd_constants(lr, momentum, dampening, nesterov, first_step))
+            clip_value, status, *_sgd_constants(lr, momentum, dampening, nesterov, first_step),
+            diag)
 
 
 def adagrad(params, grads, state_sum, offsets, seg_scale, seg_decay, clip_value, lr, eps,
-            status=None):
+            status=None, diag=None):
     """torch Adagrad (kernels.spec.Backend.adagrad)."""
     _update("adagrad_step", params, grads, (("state_sum", state_sum), None, None), offsets,
-            seg_scale, seg_decay, clip_value, status, *_adagrad_constants(lr, eps))
+            seg_scale, seg_decay, clip_value, status, *_adagrad_constants(lr, eps), diag)
 
 
 def rmsprop(params, grads, square_avg, grad_avg, momentum_buf, offsets, seg_scale, seg_decay,
-            clip_value, lr, alpha, eps, momentum, centered, status=None):
+            clip_value, lr, alpha, eps, momentum, centered, status=None, diag=None):
     """torch RMSprop (kernels.spec.Backend.rmsprop); ``grad_avg`` may be None unless
     centered, ``momentum_buf`` without momentum."""
     slots = (("square_avg", square_avg), ("grad_avg", grad_avg) if centered else None,
              ("momentum_buf", momentum_buf) if momentum > 0.0 else None)
     _update("rmsprop_step", params, grads, slots, offsets, seg_scale, seg_decay, clip_value,
-            status, *_rmsprop_constants(lr, alpha, eps, momentum, centered))
+            status, *_rmsprop_constants(lr, alpha, eps, momentum, centered), diag)
 
 
 def adadelta(params, grads, square_avg, acc_delta, offsets, seg_scale, seg_decay, clip_value,
-             lr, rho, eps, status=None):
+             lr, rho, eps, status=None, diag=None):
     """torch Adadelta (kernels.spec.Backend.adadelta)."""
     _update("adadelta_step", params, grads, (("square_avg", square_avg), ("acc_delta", acc_delta),
                                              None),
-            offsets, seg_scale, seg_decay, clip_value, status, *_adadelta_constants(lr, rho, eps))
+            offsets, seg_scale, seg_decay, clip_value, status, *_adadelta_constants(lr, rho, eps),
+            diag)
 
 
 def adam(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, offsets, seg_scale, seg_decay,
-         clip_value, lr, beta1, beta2, eps, step, decoupled, amsgrad, status=None):
+         clip_value, lr, beta1, beta2, eps, step, decoupled, amsgrad, status=None, diag=None):
     """torch Adam / AdamW (kernels.spec.Backend.adam); ``max_exp_avg_sq`` is not touched
     (it may be None, or a stand-in such as ``exp_avg_sq``) without amsgrad."""
     slots = (("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq),
              ("max_exp_avg_sq", max_exp_avg_sq) if amsgrad else None)
     _update("adam_step", params, grads, slots, offsets, seg_scale, seg_decay, clip_value, status,
-            *_adam_constants(lr, beta1, beta2, eps, step, decoupled, amsgrad))
+            *_adam_constants(lr, beta1, beta2, eps, step, decoupled, amsgrad), diag)
 
 
 def nadam(params, grads, exp_avg, exp_avg_sq, offsets, seg_scale, seg_decay, clip_value,
-          lr, beta1, beta2, eps, step, mu, mu_next, mu_product, status=None):
+          lr, beta1, beta2, eps, step, mu, mu_next, mu_product, status=None, diag=None):
     """torch NAdam with the caller's momentum schedule (kernels.spec.Backend.nadam)."""
     _update("nadam_step", params, grads, (("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq), None),
             offsets, seg_scale, seg_decay, clip_value, status,
-            *_nadam_constants(lr, beta1, beta2, eps, step, mu, mu_next, mu_product))
+            *_nadam_constants(lr, beta1, beta2, eps, step, mu, mu_next, mu_product), diag)
 
 
 # ------------------------------------------------------------------ gradient norms
@@ -206,34 +263,37 @@ def _norm_layout(n):
     return chunk, -(-n // chunk)
 
 
-def _norm_args(grads, offsets, clip_value, chunk, blocks, partials, out):
+def _norm_args(grads, offsets, clip_value, chunk, blocks, partials, out, acc=None):
     """The arguments of sq_norm_partials and of sq_norm_totals (optim.cu)."""
     segments = np.int64(offsets.size - 1)
     return ([grads, offsets, segments, np.int64(grads.size), np.int64(chunk),
              scalar(clip_value, grads.dtype), partials],
-            [partials, offsets, segments, np.int64(chunk), np.int64(blocks), out])
+            [partials, offsets, segments, np.int64(chunk), np.int64(blocks), out, acc])
 
 
-def grad_sq_norms(grads, offsets, clip_value, out):
-    """``out[s] = sum_{i in s} clip(grads[i], -clip_value, clip_value)^2`` in float64
-    (kernels.spec.Backend.grad_sq_norms); the segment count comes from offsets' shape."""
+def grad_sq_norms(grads, offsets, clip_value, out, acc=None):
+    """``out[s] = sum_{i in s} clip(grads[i], -clip_value, clip_value)^2`` in float64, and
+    ``acc[s] += out[s]`` when ``acc`` is given (kernels.spec.Backend.grad_sq_norms); the
+    segment count comes from offsets' shape."""
     grads = cupy.ascontiguousarray(_device_array(grads, "grads"))
     offsets = _offsets(offsets, grads.size)
     segments = offsets.size - 1
     out = _device_array(out, "out", np.float64, segments)
+    if acc is not None:
+        acc = _device_array(acc, "acc", np.float64, segments)
     if segments == 0:
         return
     target = out if out.flags.c_contiguous else cupy.empty(segments, np.float64)
+    acc_c = None if acc is None else cupy.ascontiguousarray(acc)
     chunk, blocks = _norm_layout(grads.size)
-    key = (cupy.cuda.get_device_id(), blocks + segments)
-    partials = _partials.get(key)
-    if partials is None:
-        partials = _partials[key] = cupy.empty(blocks + segments, np.float64)
+    partials = _scratch(blocks + segments)
     partial_args, total_args = _norm_args(grads, offsets, clip_value, chunk, blocks, partials,
-                                          target)
+                                          target, acc_c)
     if blocks:  # none for an empty buffer, whose segments are all empty: totals write 0
         _SOURCE.function("sq_norm_partials", grads.dtype)((blocks,), (THREADS,), partial_args,
                                                           shared_mem=THREADS * 8)
     _SOURCE.function("sq_norm_totals")((-(-segments // THREADS),), (THREADS,), total_args)
     if target is not out:
         out[...] = target
+    if acc_c is not acc:
+        acc[...] = acc_c

@@ -267,10 +267,14 @@ FD_HD void update_groups(const Flat<T>& b, long long base, long long count, long
 #define OPTIM_FLAT_ARGS                                                                     \
     params, grads, state1, state2, state3, offsets, segments, seg_scale, seg_decay, n,     \
         aligned, skip, clip_value
+// What every update kernel takes after OPTIM_FLAT_PARAMS (then its constants and flags):
+// kernels.spec's diag as optim.cu computes it, `partials` (null without diagnostics) and the
+// `chunk` of elements per block (see update_chunk below).
+#define OPTIM_TALLY_PARAMS double *partials, long long chunk
 
 // The whole update, as thread `thread` of `threads` (a grid-stride loop). Aligned buffers
 // load groups of 16 bytes as one access (float4, double2), the last n mod W elements one
-// by one.
+// by one. (With kernels.spec's diag, update_chunk below runs instead.)
 template <typename T, typename Op>
 FD_HD void update(OPTIM_FLAT_PARAMS(T), long long thread, long long threads, const Op& op) {
     if (skip_update(skip)) return;
@@ -284,6 +288,59 @@ FD_HD void update(OPTIM_FLAT_PARAMS(T), long long thread, long long threads, con
     } else {
         update_groups<1>(b, 0, n, thread, threads, op);
     }
+}
+
+// ------------------------------------------------------------------ update diagnostics
+// kernels.spec's diag: per segment, sum (p' - p)^2 and sum p^2 over the update, in double
+// from the values in T (p before the update, p' after). The update then runs in the
+// chunks of the gradient norms' layout below instead of a grid-stride loop: block b takes
+// [b chunk, min(n, (b + 1) chunk)) piece by piece, thread t of the block the elements
+// begin + t, begin + t + threads, ... of each piece (one at a time), and the block's sums
+// of each piece go to the slot partial_slot(b, s) of two halves of `partials` (sum of
+// (p' - p)^2, then sum of p^2; tally_slots(n, chunk, segments) entries each), which
+// add_tally_total adds to diag in block order, as sq_norm_total adds the norms' partials.
+struct Tally {
+    double change_sq, param_sq;
+};
+
+// Updates the elements begin + thread, begin + thread + threads, ... < end of segment s,
+// returning their sums.
+template <typename T, typename Op>
+FD_HD Tally update_strided(const Flat<T>& b, long long s, long long begin, long long end,
+                           long long thread, long long threads, const Op& op) {
+    const Segment<T> seg = segment(b.seg_scale, b.seg_decay, s, b.clip_value);
+    Tally tally{0.0, 0.0};
+    for (long long i = begin + thread; i < end; i += threads) {
+        T p = b.params[i], s1{}, s2{}, s3{};
+        if (b.state1) s1 = b.state1[i];
+        if (b.state2) s2 = b.state2[i];
+        if (b.state3) s3 = b.state3[i];
+        const double before = double(p);
+        op(p, b.grads[i], s1, s2, s3, seg);
+        b.params[i] = p;
+        if (b.state1) b.state1[i] = s1;
+        if (b.state2) b.state2[i] = s2;
+        if (b.state3) b.state3[i] = s3;
+        const double change = double(p) - before;
+        tally.change_sq += mul(change, change);
+        tally.param_sq += mul(before, before);
+    }
+    return tally;
+}
+
+// Block `block` of the update with diagnostics, as thread `thread` of the block's
+// `threads`: post(s, tally) receives this thread's sums of each piece, in order (the
+// piece walk is the same for every thread of the block, so a post that synchronises the
+// block is reached by all).
+template <typename T, typename Op, typename Post>
+FD_HD void update_chunk(const Flat<T>& b, long long chunk, long long block, long long thread,
+                        long long threads, const Op& op, const Post& post) {
+    const long long start = block * chunk;
+    const long long stop = start + chunk < b.n ? start + chunk : b.n;
+    for_each_piece(b.offsets, b.segments, start, stop,
+                   [&](long long s, long long begin, long long end) {
+        post(s, update_strided(b, s, begin, end, thread, threads, op));
+    });
 }
 
 // ------------------------------------------------------------------- gradient norms
@@ -303,6 +360,12 @@ FD_HD long long partial_slot(long long block, long long s) {
     return block + s;
 }
 
+// The slots of one half of the update diagnostics' partials: blocks + segments, the
+// blocks of chunk elements that cover n.
+FD_HD long long tally_slots(long long n, long long chunk, long long segments) {
+    return (n + chunk - 1) / chunk + segments;
+}
+
 // out[s]: the partials of segment s, in block order (0 for an empty segment). The blocks
 // read are clamped to [0, blocks), which valid offsets never leave.
 FD_HD double sq_norm_total(const double* partials, const long long* offsets, long long s,
@@ -316,6 +379,15 @@ FD_HD double sq_norm_total(const double* partials, const long long* offsets, lon
             total += partials[partial_slot(block, s)];
     }
     return total;
+}
+
+// kernels.spec's diag (segments x 2, row-major): adds the partials of segment s, each half
+// in block order, of an update with diagnostics over n elements.
+FD_HD void add_tally_total(const double* partials, const long long* offsets, long long segments,
+                           long long s, long long n, long long chunk, double* diag) {
+    const long long slots = tally_slots(n, chunk, segments), blocks = slots - segments;
+    diag[2 * s] += sq_norm_total(partials, offsets, s, chunk, blocks);
+    diag[2 * s + 1] += sq_norm_total(partials + slots, offsets, s, chunk, blocks);
 }
 
 }  // namespace optim

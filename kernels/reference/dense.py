@@ -30,21 +30,26 @@ def dropout_mask(dropout_p, key, out):
     out[...] = _scaled_mask(out.shape, out.dtype, dropout_p, key)
 
 
-def dense_forward(X, W, b, act, act_param, slope, dropout_p, key, Z, Y):
+def dense_forward(X, W, b, act, act_param, slope, dropout_p, key, Z, Y, alive=None):
     z = X @ W + b
-    y = activate(act, act_param, slope, z) * _scaled_mask(z.shape, z.dtype, dropout_p, key)
+    a = activate(act, act_param, slope, z)
+    y = a * _scaled_mask(z.shape, z.dtype, dropout_p, key)
+    if alive is not None:
+        alive[(a > 0).any(axis=0)] = 1
     Z[...] = z
     Y[...] = y
 
 
 def dense_backward(dY, X, W, Z, act, act_param, slope, dropout_p, key, dZ, dW, db, dslope, dX):
+    frozen = spec.frozen_backward(dW, db, dslope)
     upstream = dY * _scaled_mask(dY.shape, dY.dtype, dropout_p, key)
     if dslope is not None:
         dslope[...] = (upstream * np.minimum(Z, 0)).sum(axis=0)
     dz = upstream * derivative(act, act_param, slope, Z)
     dZ[...] = dz
-    db[...] = dz.sum(axis=0)
-    dW[...] = X.T @ dz
+    if not frozen:
+        db[...] = dz.sum(axis=0)
+        dW[...] = X.T @ dz
     if dX is not None:
         dX[...] = dz @ W.T
 

@@ -24,16 +24,32 @@ def _decay(params, offsets, seg_decay):
     return _per_element(seg_decay, offsets, params.dtype)
 
 
-def grad_sq_norms(grads, offsets, clip_value, out):
+def _tally(diag, before, params, offsets):
+    """The update's diagnostics of kernels.spec: ``diag[s] += (sum (p' - p)^2, sum p^2)``
+    over segment s, in float64, p the parameters ``before`` the update and p' after."""
+    if diag is None:
+        return
+    old = before.astype(np.float64)
+    change = params.astype(np.float64) - old
+    for s in range(len(offsets) - 1):
+        piece = slice(offsets[s], offsets[s + 1])
+        diag[s, 0] += np.dot(change[piece], change[piece])
+        diag[s, 1] += np.dot(old[piece], old[piece])
+
+
+def grad_sq_norms(grads, offsets, clip_value, out, acc=None):
     g = np.clip(grads, -clip_value, clip_value).astype(np.float64)
     for s in range(len(offsets) - 1):
         out[s] = np.dot(g[offsets[s]:offsets[s + 1]], g[offsets[s]:offsets[s + 1]])
+    if acc is not None:
+        acc += out
 
 
 def sgd(params, grads, momentum_buf, offsets, seg_scale, seg_decay, clip_value,
-        lr, momentum, dampening, nesterov, first_step, status=None):
+        lr, momentum, dampening, nesterov, first_step, status=None, diag=None):
     if _skipped(status):
         return
+    before = None if diag is None else params.copy()
     g = _effective_grad(grads, offsets, seg_scale, clip_value) + _decay(params, offsets, seg_decay) * params
     if momentum != 0.0:
         if first_step:
@@ -42,21 +58,25 @@ def sgd(params, grads, momentum_buf, offsets, seg_scale, seg_decay, clip_value,
             momentum_buf[...] = momentum * momentum_buf + (1.0 - dampening) * g
         g = g + momentum * momentum_buf if nesterov else momentum_buf
     params -= lr * g
+    _tally(diag, before, params, offsets)
 
 
 def adagrad(params, grads, state_sum, offsets, seg_scale, seg_decay, clip_value, lr, eps,
-            status=None):
+            status=None, diag=None):
     if _skipped(status):
         return
+    before = None if diag is None else params.copy()
     g = _effective_grad(grads, offsets, seg_scale, clip_value) + _decay(params, offsets, seg_decay) * params
     state_sum += g * g
     params -= lr * g / (np.sqrt(state_sum) + eps)
+    _tally(diag, before, params, offsets)
 
 
 def rmsprop(params, grads, square_avg, grad_avg, momentum_buf, offsets, seg_scale, seg_decay,
-            clip_value, lr, alpha, eps, momentum, centered, status=None):
+            clip_value, lr, alpha, eps, momentum, centered, status=None, diag=None):
     if _skipped(status):
         return
+    before = None if diag is None else params.copy()
     g = _effective_grad(grads, offsets, seg_scale, clip_value) + _decay(params, offsets, seg_decay) * params
     square_avg[...] = alpha * square_avg + (1.0 - alpha) * g * g
     if centered:
@@ -69,23 +89,27 @@ def rmsprop(params, grads, square_avg, grad_avg, momentum_buf, offsets, seg_scal
         params -= lr * momentum_buf
     else:
         params -= lr * g / avg
+    _tally(diag, before, params, offsets)
 
 
 def adadelta(params, grads, square_avg, acc_delta, offsets, seg_scale, seg_decay, clip_value,
-             lr, rho, eps, status=None):
+             lr, rho, eps, status=None, diag=None):
     if _skipped(status):
         return
+    before = None if diag is None else params.copy()
     g = _effective_grad(grads, offsets, seg_scale, clip_value) + _decay(params, offsets, seg_decay) * params
     square_avg[...] = rho * square_avg + (1.0 - rho) * g * g
     delta = np.sqrt(acc_delta + eps) / np.sqrt(square_avg + eps) * g
     acc_delta[...] = rho * acc_delta + (1.0 - rho) * delta * delta
     params -= lr * delta
+    _tally(diag, before, params, offsets)
 
 
 def adam(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, offsets, seg_scale, seg_decay,
-         clip_value, lr, beta1, beta2, eps, step, decoupled, amsgrad, status=None):
+         clip_value, lr, beta1, beta2, eps, step, decoupled, amsgrad, status=None, diag=None):
     if _skipped(status):
         return
+    before = None if diag is None else params.copy()
     g = _effective_grad(grads, offsets, seg_scale, clip_value)
     wd = _decay(params, offsets, seg_decay)
     if decoupled:
@@ -102,15 +126,18 @@ def adam(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, offsets, seg_scale,
     bias_correction2 = 1.0 - beta2**step
     denom = np.sqrt(v_hat) / math.sqrt(bias_correction2) + eps
     params -= lr / bias_correction1 * exp_avg / denom
+    _tally(diag, before, params, offsets)
 
 
 def nadam(params, grads, exp_avg, exp_avg_sq, offsets, seg_scale, seg_decay, clip_value,
-          lr, beta1, beta2, eps, step, mu, mu_next, mu_product, status=None):
+          lr, beta1, beta2, eps, step, mu, mu_next, mu_product, status=None, diag=None):
     if _skipped(status):
         return
+    before = None if diag is None else params.copy()
     g = _effective_grad(grads, offsets, seg_scale, clip_value) + _decay(params, offsets, seg_decay) * params
     exp_avg[...] = beta1 * exp_avg + (1.0 - beta1) * g
     exp_avg_sq[...] = beta2 * exp_avg_sq + (1.0 - beta2) * g * g
     denom = np.sqrt(exp_avg_sq / (1.0 - beta2**step)) + eps
     params -= lr * (1.0 - mu) / (1.0 - mu_product) * g / denom
     params -= lr * mu_next / (1.0 - mu_product * mu_next) * exp_avg / denom
+    _tally(diag, before, params, offsets)
