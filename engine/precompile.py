@@ -5,8 +5,9 @@ training at once instead of compiling for several seconds.
 The kernels are compiled per dtype and per activation, loss and optimizer (and, on the
 CPU, serially for small work and in parallel for large: ``kernels.cpu.jit``), so each is
 warmed by its own short training run: every activation in a layer wide enough to take
-both the serial and the parallel kernels, then every loss and every optimizer, each
-followed by ``evaluate`` and ``predict`` (the inference kernels). numba keeps the result
+both the serial and the parallel kernels, then every loss and every optimizer, each with
+a frozen layer and with ``fit(diagnostics=True)`` (their kernel variants) and followed
+by ``evaluate`` and ``predict`` (the inference kernels). numba keeps the result
 beside its sources (or in ``NUMBA_CACHE_DIR``); CuPy in its kernel cache.
 """
 from __future__ import annotations
@@ -38,13 +39,19 @@ def _targets(loss, rng, rows):
 
 
 def _exercise(backend, dtype, activation="relu", loss="cross_entropy", optimizer="adamw"):
-    """A step at a small and at a large batch, then evaluate and predict at both."""
+    """At a small and at a large batch: a step, a step with the first layer frozen (the
+    backward without its weight gradients), an epoch of ``fit`` with diagnostics (the
+    kernels' tallying variants), then evaluate and predict."""
     rng = np.random.default_rng(0)
     model = MLP([_FEATURES, _WIDE, _CLASSES], activation=activation, dtype=dtype, seed=0, backend=backend)
     trainer = Trainer(model, loss=loss, optimizer=optimizer, metrics=None)
     for rows in (_SMALL_BATCH, _LARGE_BATCH):
         X, y = rng.standard_normal((rows, _FEATURES)), _targets(loss, rng, rows)
         trainer.train_step(X, y)
+        model.freeze(1)
+        trainer.train_step(X, y)
+        model.unfreeze()
+        trainer.fit(X, y, epochs=1, batch_size=rows, diagnostics=True, verbose=0)
         trainer.evaluate(X, y)
         model.predict(X)
 
