@@ -271,14 +271,10 @@ BUILDERS: dict[str, Callable] = {
 }
 
 
-def _placed(k, args, dtype):
-    """``args`` with each host array moved to backend ``k`` (index arrays keep int64,
-    the float64 buffers of losses and decisions keep float64)."""
-    def place(arg):
-        if not isinstance(arg, np.ndarray):
-            return arg
-        return k.to_device(arg, arg.dtype if arg.dtype != np.dtype(dtype) else dtype)
-    return [place(arg) for arg in args]
+def _placed(k, args):
+    """``args`` with each host array moved to backend ``k`` in its own dtype (the builders
+    made them in the case's dtype, index arrays int64, loss and decision buffers float64)."""
+    return [k.to_device(arg, arg.dtype) if isinstance(arg, np.ndarray) else arg for arg in args]
 
 
 # Ops whose first argument is a host array by contract: they are given it as it is.
@@ -315,8 +311,7 @@ class Case:
             return list(self.inputs.args)
         if self.op == "to_host":
             return [k.to_device(self.inputs.args[0], self.dtype)]
-        return _placed(k, [arg.copy() if isinstance(arg, np.ndarray) else arg for arg in self.inputs.args],
-                       self.dtype)
+        return _placed(k, [arg.copy() if isinstance(arg, np.ndarray) else arg for arg in self.inputs.args])
 
     def call(self):
         return self.function(*self.args)
@@ -331,10 +326,9 @@ class Case:
                  for i in self.inputs.outputs]
         if self.op in ("to_device", "to_host", "empty", "zeros"):
             results = [self._host(k, r) for k, r in zip((self.k, reference), results)]
-        if self.op != "empty":  # its values are unspecified: its shape and dtype only
-            pairs.append(("result", *results))
-        else:
-            pairs.append(("result", *(np.zeros_like(r) for r in results)))
+        if self.op == "empty":  # its values are unspecified: its shape and dtype only
+            results = [np.empty(0, r.dtype).reshape(0, *r.shape) for r in results]
+        pairs.append(("result", *results))
         for name, got, want in pairs:
             self._compare(name, got, want)
 
