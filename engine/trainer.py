@@ -30,6 +30,7 @@ from .data import batch_slices, split_validation
 from .diagnostics import EpochDiagnostics
 from .errors import NonFiniteError
 from .model import MLP
+from .step_graphs import StepGraphs
 from .validation import check_features, number, one_of, optional_number
 
 _EVAL_BATCH = 1024  # rows per forward when evaluate() is given no batch_size
@@ -88,6 +89,7 @@ class Trainer:
         self._epoch_losses = None  # (first update, slots) of the epoch fit is running
         self._rng = np.random.default_rng(model._seed)
         self._batch_buffers = {}
+        self._graphs = StepGraphs(self)
         self._diagnostics = None  # fit's EpochDiagnostics while it runs with diagnostics=True
         self.stop_training = False
 
@@ -168,12 +170,8 @@ class Trainer:
         bias correction, lr schedules, dropout keys) depends on it."""
         model, k, optimizer, diagnostics = self.model, self.model._k, self.optimizer, self._diagnostics
         step = optimizer.iterations
-        logits = model._forward(X, training=True, step=step, alive=diagnostics and diagnostics.alive)
-        self.loss.forward_backward(k, logits, y, model._loss_gradient_buffer(X.shape[0]), total)
-        model._backward(X)
+        logits = self._graphs.forward_backward(X, y, total)
         clip_value = math.inf if self.clip_value is None else self.clip_value
-        k.grad_sq_norms(model._grads, model._offsets, clip_value, self._sq_norms,
-                        diagnostics and diagnostics.grad_sums)
         raising = self.on_nonfinite == "raise"
         k.guard_update(total, self._sq_norms, math.inf if self.clip_norm is None else self.clip_norm,
                        math.inf if self.clip_global_norm is None else self.clip_global_norm, step, raising,
@@ -182,6 +180,29 @@ class Trainer:
             optimizer.apply(model._params, model._grads, self._seg_scale, clip_value, self._status,
                             diagnostics and diagnostics.update_sums)
         return logits
+
+    def _forward_backward(self, X, y, total):
+        """The part of a step with the same arguments at every step of a batch shape, which
+        a GPU replays as one graph (engine.step_graphs): forward, loss into ``total``,
+        backward, and the squared gradient norms; returns the logits."""
+        model, k, diagnostics = self.model, self.model._k, self._diagnostics
+        logits = model._forward(X, training=True, step=self.optimizer.iterations,
+                                alive=diagnostics and diagnostics.alive)
+        self.loss.forward_backward(k, logits, y, model._loss_gradient_buffer(X.shape[0]), total)
+        model._backward(X)
+        k.grad_sq_norms(model._grads, model._offsets, math.inf if self.clip_value is None else self.clip_value,
+                        self._sq_norms, diagnostics and diagnostics.grad_sums)
+        return logits
+
+    def _graph_inputs(self, X, y):
+        """Device buffers shaped like the batch (X, y) for a recorded step to read: fit's
+        shuffled-batch buffers of that size (so that fit's gathered batches need no copy),
+        or new ones."""
+        buffers = self._batch_buffers.get(X.shape[0])
+        if buffers is not None and all(b.shape == a.shape and b.dtype == a.dtype for b, a in zip(buffers, (X, y))):
+            return buffers
+        k = self.model._k
+        return k.empty(X.shape, X.dtype), k.empty(y.shape, y.dtype)
 
     # -------------------------------------------------------------------- fit
     def _batch(self, X, y, order, start, stop):

@@ -18,6 +18,7 @@ Conventions shared by all ops
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
@@ -96,6 +97,22 @@ class Backend(Protocol):
         """``out[i] = src[index[i]]``: rows of a backend array ``src`` (N, ...) gathered by
         the int64 backend array ``index`` (n,) into ``out`` (n, ...), e.g. a shuffled
         minibatch of a data set kept on the device."""
+
+    # ----------------------------------------------------------------- graphs
+    def capture(self, work) -> Callable[[], None] | None:
+        """``work`` (a function of no arguments that queues ops of this backend) recorded
+        as one graph: returns ``replay``, a function of no arguments that queues that
+        device work again in one launch; or None where the backend has no graphs (the CPU
+        backends, where an op costs no launch to save) or could not record this work (it
+        allocated device memory, or the driver refused: warned), and the caller then
+        calls ``work`` itself.
+
+        Nothing runs while recording: the work first happens at the first replay. A replay
+        passes the recorded arguments again, the same arrays (their values as they are
+        then) and the same scalars, so whatever changes between replays must be array
+        contents. The arrays ``work`` touches must stay alive and in place while ``replay``
+        is kept, and ``work`` must read nothing back to the host.
+        """
 
     # ------------------------------------------------------------ dense layer
     def dense_forward(self, X, W, b, act, act_param, slope, dropout_p, key, Z, Y,

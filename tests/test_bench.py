@@ -38,7 +38,7 @@ def test_parameters_and_segments_follow_the_models_layout():
 def test_every_op_of_the_backend_interface_has_a_case():
     from kernels import spec
     members = {name for name in vars(spec.Backend) if not name.startswith("_") and callable(vars(spec.Backend)[name])}
-    assert set(cases.OPS) == members == set(cases.BUILDERS)
+    assert set(cases.OPS) == members - set(cases.NOT_OPS) == set(cases.BUILDERS)
 
 
 @pytest.mark.parametrize("op", cases.OPS)

@@ -13,6 +13,7 @@ except ImportError as error:
                       "'fusedense[cuda12]' (CUDA 12) or 'fusedense[cuda13]' (CUDA 13)") from None
 
 from .arrays import copy_into, empty, take_rows, to_device, to_host, zeros  # noqa: E402
+from .graphs import capture  # noqa: E402
 from .decisions import guard_update, metric_sums  # noqa: E402
 from .dense import apply_output, dense_backward, dense_forward, dropout_mask, matmul  # noqa: E402
 from .losses import binary_cross_entropy, huber, mse, softmax_cross_entropy  # noqa: E402

@@ -2,7 +2,7 @@
 
 It is the oracle every other backend is tested against, not a fast path.
 """
-from .arrays import copy_into, empty, take_rows, to_device, to_host, zeros
+from .arrays import capture, copy_into, empty, take_rows, to_device, to_host, zeros
 from .decisions import guard_update, metric_sums
 from .dense import apply_output, dense_backward, dense_forward, dropout_mask, matmul
 from .losses import binary_cross_entropy, huber, mse, softmax_cross_entropy
