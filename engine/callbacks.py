@@ -21,6 +21,9 @@ class Callback:
     """Override any of these; ``self.trainer`` is set before ``on_train_begin``."""
 
     trainer = None
+    # Under data parallelism (Trainer(data_parallel=True)), run on rank 0 alone: set by the
+    # callbacks that write files.
+    main_process_only = False
 
     def on_train_begin(self, logs=None): ...
     def on_epoch_begin(self, epoch, logs=None): ...
@@ -324,6 +327,8 @@ class ModelCheckpoint(Callback):
     ``last_saved`` the last file written.
     """
 
+    main_process_only = True
+
     def __init__(self, path, monitor="val_loss", save_best_only=False, mode="auto", save="model"):
         self.path = _check_path(path)
         self.monitor = _check_monitor(monitor)
@@ -362,6 +367,8 @@ class CSVLogger(Callback):
     it, writing the header only when the file is new or empty. The file is opened and
     closed for each row, so every finished epoch is on disk even if training dies later.
     """
+
+    main_process_only = True
 
     def __init__(self, path, separator=",", append=False):
         self.path = _check_path(path)

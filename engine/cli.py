@@ -88,6 +88,9 @@ def main(argv=None, prog=None):
     demo.add_argument("--backend", choices=["auto", "numpy", "numba", "cupy"], default=None, metavar="NAME",
                       help="auto, numpy, numba or cupy (default: ENGINE_BACKEND, else auto)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
+    demo.add_argument("--distributed", action="store_true",
+                      help="data-parallel over the processes of an MPI job (mpirun -n 2 python -m engine demo "
+                           "--distributed; needs the mpi extra); --batch-size is then per process")
 
     bench = commands.add_parser("bench", help="time the standard workloads on the available backends")
     bench.add_argument("--workloads", default="S,M,L", help="comma-separated subset of S,M,L (default all)")
@@ -121,7 +124,7 @@ def main(argv=None, prog=None):
         from .demo import run
         backend = None if args.backend is None else _backend_or_exit(parser, "--backend", args.backend).name
         run(epochs=args.epochs, batch_size=args.batch_size, seed=args.seed, backend=backend,
-            verbose=0 if args.quiet else 1)
+            verbose=0 if args.quiet else 1, data_parallel=args.distributed)
     elif args.command == "bench":
         from .bench import WORKLOADS, run
         if args.plot:

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import numbers
+import os
 from collections import OrderedDict, namedtuple
 
 import numpy as np
 
 from kernels import spec
-from kernels.rng import dropout_key
+from kernels.rng import dropout_key, offset_key
 
 from . import activations as activations_module
 from . import backend as backend_module
@@ -39,6 +40,25 @@ def _bytes(n):
             return f"{n:.4g} {unit}"
         n /= 1024
     return f"{n:.4g} GiB"
+
+
+def _physical_memory():
+    """Bytes of RAM on this machine, or None where the system does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _check_fits_in_memory(sizes, n_parameters, dtype):
+    """Refuse sizes whose parameters (the float64 initial values, the parameters and their
+    gradients) cannot fit in this machine's memory, before allocating any: a ValueError,
+    not an allocation the operating system kills the process for."""
+    needed = n_parameters * (8 + 2 * dtype.itemsize)
+    memory = _physical_memory()
+    if memory is not None and needed > memory:
+        raise ValueError(f"sizes {sizes} make {n_parameters:,} parameters, which need {_bytes(needed)} to "
+                         f"initialise: more than this machine's {_bytes(memory)} of memory")
 
 
 class _Workspace:
@@ -92,6 +112,7 @@ class MLP:
         layer_acts = list(self.activations) + [activations_module.Identity()]
         self._layer_dropout = list(self.dropout) + [0.0]
         self._layout = Layout(self.sizes, [a.learnable for a in layer_acts])
+        _check_fits_in_memory(self.sizes, self._layout.size, self.dtype)
         self._layer_acts = layer_acts
         self._params = self._k.to_device(self._initial_values(), self.dtype)
         self._grads = self._k.zeros(self._layout.size, self.dtype)
@@ -319,14 +340,16 @@ class MLP:
             self._workspaces[n] = ws
         return ws
 
-    def _forward(self, X, training, step, alive=None):
+    def _forward(self, X, training, step, alive=None, first_row=0):
         """Logits of the device batch X; dropout masks keyed by (seed, step, layer).
-        ``alive``: None, or per layer dense_forward's flags of the units that fired (or None)."""
+        ``alive``: None, or per layer dense_forward's flags of the units that fired (or None).
+        ``first_row``: X's first row is that row of the step's whole batch (a data-parallel
+        shard), whose masks it draws (kernels.rng.offset_key)."""
         k, ws = self._k, self._workspace(X.shape[0])
         A = X
         for i, (layer, act) in enumerate(zip(self._layers, self._layer_acts)):
             p = self._layer_dropout[i] if training else 0.0
-            ws.keys[i] = dropout_key(self._seed, step, i) if p > 0.0 else 0
+            ws.keys[i] = 0 if p == 0.0 else offset_key(dropout_key(self._seed, step, i), first_row * self.sizes[i + 1])
             k.dense_forward(A, layer["W"], layer["b"], act.code, act.param, layer["slope"], p, ws.keys[i],
                             ws.Z[i], ws.Y[i], None if alive is None else alive[i])
             A = ws.Y[i]

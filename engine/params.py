@@ -1,6 +1,7 @@
 """Flat parameter buffers: every W, b and prelu slope is a view into one array."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,7 @@ class Segment:
 
     @property
     def size(self):
-        return int(np.prod(self.shape))
+        return math.prod(self.shape)  # Python ints: never wraps, as int64 np.prod would
 
     @property
     def is_vector(self):
@@ -36,7 +37,9 @@ class Layout:
                 shapes.append(("slope", (fan_out,)))
             for kind, shape in shapes:
                 segments.append(Segment(layer, kind, shape, offset))
-                offset += int(np.prod(shape))
+                offset += math.prod(shape)
+        if offset >= 2**63:
+            raise ValueError(f"sizes {list(sizes)} make {offset:,} parameters, more than int64 offsets can index")
         self.segments = tuple(segments)
         self.size = offset
         self.offsets = np.array([s.offset for s in segments] + [offset], dtype=np.int64)

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from kernels import spec
 
+from . import distributed
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optim
@@ -29,6 +30,7 @@ from .callbacks import Callback, History
 from .data import batch_slices, split_validation
 from .diagnostics import EpochDiagnostics
 from .errors import NonFiniteError
+from .interrupts import whole_step
 from .model import MLP
 from .step_graphs import StepGraphs
 from .validation import check_features, number, one_of, optional_number
@@ -58,11 +60,25 @@ class Trainer:
     optimizer state as they were before it; or, with ``on_nonfinite="skip"``, that update
     is skipped and not counted. Skipping reads the device's verdict at every step (one
     synchronisation per step on a GPU), since the next update's count depends on it;
-    raising does not.
+    raising does not. Skipped updates are counted in ``skipped_steps`` and, per epoch, in
+    fit's log ``"skipped"``. A Ctrl-C stops training at a step boundary
+    (:mod:`engine.interrupts`): weights, optimizer state and step count agree, and a
+    checkpoint saved then resumes exactly.
+
+    ``data_parallel=True``, in a job of processes started by ``mpirun`` or ``srun`` after
+    :func:`engine.distributed.init`: every rank trains the same model on its shard of each
+    global batch (``fit``'s ``batch_size`` rows per rank), the gradient summed across ranks
+    before the finite check and the clipping, so the ranks keep the same weights; they
+    start from rank 0's weights and seed (taken here and at each ``fit``); ``evaluate``
+    splits the rows over the ranks; rank 0 alone shows progress, and only it runs the
+    callbacks whose ``main_process_only`` is set (the ones that write files) and writes
+    checkpoints. ``fit``, ``evaluate`` and ``train_step`` must then be called on every rank
+    (see :mod:`engine.distributed`).
     """
 
     def __init__(self, model, loss="cross_entropy", optimizer=None, metrics=None, clip_value=None,
-                 clip_norm=None, clip_global_norm=None, callbacks=(), on_nonfinite="raise"):
+                 clip_norm=None, clip_global_norm=None, callbacks=(), on_nonfinite="raise",
+                 data_parallel=False):
         if not isinstance(model, MLP):
             raise TypeError(f"model must be an engine.MLP; got {type(model).__name__}")
         self.model = model
@@ -80,7 +96,10 @@ class Trainer:
         self.clip_global_norm = optional_number(clip_global_norm, "clip_global_norm", low=0.0, low_open=True)
         self.callbacks = self._check_callbacks(callbacks)
         self.on_nonfinite = one_of(on_nonfinite, ("raise", "skip"), "on_nonfinite")
+        if not isinstance(data_parallel, bool):
+            raise TypeError(f"data_parallel must be True or False; got {type(data_parallel).__name__}")
         self.optimizer.bind(model)
+        self._parallel = distributed.DataParallel(model) if data_parallel else None  # before the seed is read
         k, n_segments = model._k, len(model._layout.segments)
         self._sq_norms = k.zeros(n_segments, np.float64)
         self._seg_scale = k.to_device(np.ones(n_segments), np.float64)
@@ -92,6 +111,7 @@ class Trainer:
         self._graphs = StepGraphs(self)
         self._diagnostics = None  # fit's EpochDiagnostics while it runs with diagnostics=True
         self.stop_training = False
+        self.skipped_steps = 0  # updates on_nonfinite="skip" left out, over the Trainer's life
 
     @staticmethod
     def _check_callbacks(callbacks):
@@ -108,6 +128,12 @@ class Trainer:
             if not isinstance(c, Callback):
                 raise TypeError(f"callbacks[{i}] must be an engine.callbacks.Callback; got {type(c).__name__}")
         return callbacks
+
+    @property
+    def is_main_process(self):
+        """Whether this process shows progress and writes files: rank 0 under
+        ``data_parallel=True``, else always."""
+        return self._parallel is None or self._parallel.is_main
 
     @property
     def step(self):
@@ -149,47 +175,70 @@ class Trainer:
         X = check_features(X, self.model.sizes[0], self.model.dtype, x_argument)
         return X, self.loss.check_targets(y, X.shape[0], self.model.sizes[-1], self.model.dtype, y_argument)
 
+    @distributed.collective
     def train_step(self, xb, yb):
-        """One forward, backward and update on a batch; returns the batch loss before the update."""
+        """One forward, backward and update on a batch; returns the batch loss before the
+        update. Under ``data_parallel=True`` each rank's batch is its shard of one made of
+        every rank's rows, in rank order."""
         X, y = self._check_data(xb, yb, "xb", "yb")
+        shard = None
+        if self._parallel is not None:
+            self._parallel.agree(self._shared_settings(0, None))
+            shard = self._parallel.own_batch(len(X), self.loss.reduction)
         k = self.model._k
-        return self._train_on_device(k.to_device(X, self.model.dtype), k.to_device(y, y.dtype))
+        return self._train_on_device(k.to_device(X, self.model.dtype), k.to_device(y, y.dtype), shard)
 
-    def _train_on_device(self, X, y):
+    def _shared_settings(self, n_rows, batch_size):
+        """What every data-parallel rank must share to train together (see distributed.agree)."""
+        return {"model": self.model.config(), "backend": self.model.backend, "loss": self.loss.config(),
+                "optimizer": type(self.optimizer).__name__, "step": self.optimizer.iterations,
+                "rows": n_rows, "batch_size": batch_size}
+
+    @whole_step
+    def _train_on_device(self, X, y, shard=None):
         first_step = self.optimizer.iterations
-        self._step(X, y, self._step_total)
+        self._step(X, y, self._step_total, shard)
         head = self.model._k.to_host(self._head)  # the one wait of a train_step
         loss = float(head[_STEP_SLOT])
         self._raise_recorded(head, head[_STEP_SLOT:], first_step)
         return loss
 
-    def _step(self, X, y, total):
+    @whole_step
+    def _step(self, X, y, total, shard=None):
         """Forward, loss into the device slot ``total``, backward, guard and update, all
         queued on the device; returns the logits. Only on_nonfinite="skip" waits, for the
         verdict: a skipped update must not be counted, and the next one's count (Adam's
-        bias correction, lr schedules, dropout keys) depends on it."""
+        bias correction, lr schedules, dropout keys) depends on it. ``shard``: a data-
+        parallel rank's distributed.Shard of the global batch (never replayed: its step
+        all-reduces between the backward and the norms)."""
         model, k, optimizer, diagnostics = self.model, self.model._k, self.optimizer, self._diagnostics
         step = optimizer.iterations
-        logits = self._graphs.forward_backward(X, y, total)
+        logits = self._graphs.forward_backward(X, y, total) if shard is None \
+            else self._forward_backward(X, y, total, shard)
         clip_value = math.inf if self.clip_value is None else self.clip_value
         raising = self.on_nonfinite == "raise"
         k.guard_update(total, self._sq_norms, math.inf if self.clip_norm is None else self.clip_norm,
                        math.inf if self.clip_global_norm is None else self.clip_global_norm, step, raising,
                        self._seg_scale, self._status)
-        if raising or not k.to_host(self._status)[spec.GUARD_SKIP]:
+        if not raising and k.to_host(self._status)[spec.GUARD_SKIP]:
+            self.skipped_steps += 1
+        else:
             optimizer.apply(model._params, model._grads, self._seg_scale, clip_value, self._status,
                             diagnostics and diagnostics.update_sums)
         return logits
 
-    def _forward_backward(self, X, y, total):
+    def _forward_backward(self, X, y, total, shard=None):
         """The part of a step with the same arguments at every step of a batch shape, which
         a GPU replays as one graph (engine.step_graphs): forward, loss into ``total``,
-        backward, and the squared gradient norms; returns the logits."""
+        backward, and the squared gradient norms; returns the logits. With a data-parallel
+        ``shard``, the gradient and loss summed over ranks before the norms."""
         model, k, diagnostics = self.model, self.model._k, self._diagnostics
         logits = model._forward(X, training=True, step=self.optimizer.iterations,
-                                alive=diagnostics and diagnostics.alive)
+                                alive=diagnostics and diagnostics.alive, first_row=shard.first_row if shard else 0)
         self.loss.forward_backward(k, logits, y, model._loss_gradient_buffer(X.shape[0]), total)
         model._backward(X)
+        if shard is not None:
+            self._parallel.reduce_step(model._grads, total, shard.weight)
         k.grad_sq_norms(model._grads, model._offsets, math.inf if self.clip_value is None else self.clip_value,
                         self._sq_norms, diagnostics and diagnostics.grad_sums)
         return logits
@@ -234,6 +283,7 @@ class Trainer:
                 device.append((i, *kind))
         return device, host
 
+    @distributed.collective
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, validation_data=None, validation_split=0.0,
             verbose=1, callbacks=(), diagnostics=False):
         """Train for ``epochs`` passes over (X, y); returns a History (``history.history``).
@@ -276,6 +326,12 @@ class Trainer:
         except ValueError:
             self._diagnostics = None  # train_step after a refused fit keeps no diagnostics
             raise
+        if self._parallel is not None:
+            self._parallel.agree({**self._shared_settings(len(X), batch_size), "epochs": epochs, "shuffle": shuffle,
+                                  "validation_rows": None if validation is None else len(validation[0]),
+                                  "callbacks": [type(c).__name__ for c in callbacks if not c.main_process_only]})
+            self._parallel.broadcast_weights(self.model)
+            callbacks = [c for c in callbacks if self.is_main_process or not c.main_process_only]
         for c in callbacks:
             c.trainer = self
         self.stop_training = False
@@ -287,7 +343,7 @@ class Trainer:
                     c.on_epoch_begin(epoch)
                 logs = self._fit_epoch(X, y, on_device, batch_size, shuffle, validation, history, callbacks,
                                        f"Epoch {epoch + 1}/{epochs}", verbose)
-                if verbose == 2:
+                if verbose == 2 and self.is_main_process:
                     print(f"Epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
                 for c in callbacks:
                     c.on_epoch_end(epoch, logs)
@@ -317,7 +373,8 @@ class Trainer:
         """The names each epoch's logs will hold (see the end of _fit_epoch)."""
         names = ["loss", *(m.name for m in self.metrics)]
         diagnostics = self._diagnostics.names() if self._diagnostics is not None else []
-        return names + ([f"val_{name}" for name in names] if validation else []) + ["lr"] + diagnostics
+        skipped = ["skipped"] if self.on_nonfinite == "skip" else []
+        return names + ([f"val_{name}" for name in names] if validation else []) + ["lr"] + skipped + diagnostics
 
     def _check_monitored(self, callbacks, validation):
         """Fail before the first epoch, not after it, when a callback monitors a name fit
@@ -342,7 +399,8 @@ class Trainer:
         if self._diagnostics is not None:
             self._diagnostics.reset()
         device_metrics, host_metrics = self._split_metrics(self.metrics, y)
-        slices = batch_slices(len(X), batch_size)
+        # The global batches: batch_size rows per rank, each rank computing on its shard.
+        slices = batch_slices(len(X), batch_size * (1 if self._parallel is None else self._parallel.size))
         sizes = np.array([stop - start for start, stop in slices], dtype=np.float64)
         n_sums = 2 * len(self.metrics)
         record = self._reserve(n_sums + len(slices))
@@ -352,7 +410,7 @@ class Trainer:
                        for i, kind, threshold in device_metrics]
         first_slot = _METRIC_SUMS + n_sums
         slots = [record[first_slot + b:first_slot + b + 1] for b in range(len(slices))]
-        first_step = self.optimizer.iterations
+        first_step, first_skipped = self.optimizer.iterations, self.skipped_steps
         self._epoch_losses = (first_step, slice(first_slot, first_slot + len(slices)))
         batch_callbacks = [c for c in callbacks if c._reads_batches()]
         last = len(slices) - 1
@@ -364,21 +422,29 @@ class Trainer:
             self._raise_recorded(host, losses, first_step)
             return losses, host
 
-        with tqdm(total=len(slices), desc=description, unit="step", disable=verbose != 1, leave=True,
+        # verbose is the same on every rank, so that all read the record at the same steps.
+        with tqdm(total=len(slices), desc=description, unit="step", disable=verbose != 1 or not self.is_main_process,
+                  leave=True,
                   dynamic_ncols=True, file=sys.stdout) as bar:
             compiling = self._kind_of_step() not in _STEPS_TAKEN
             if compiling:
                 bar.set_description(f"{description} (compiling kernels)")
             for b, (start, stop) in enumerate(slices):
+                shard = None if self._parallel is None else self._parallel.shard(start, stop, self.loss.reduction)
+                if shard is not None:
+                    start, stop = shard.start, shard.stop
                 x_device, y_device = self._batch(X_device, y_device_all, order_device, start, stop)
                 began = time.perf_counter()
-                logits = self._step(x_device, y_device, slots[b])
+                logits = self._step(x_device, y_device, slots[b], shard)
                 history.step_times.append(time.perf_counter() - began)
-                for kind, threshold, into in metric_sums:
+                owned = stop - start if shard is None else shard.owned
+                for kind, threshold, into in metric_sums if owned else ():
                     k.metric_sums(kind, threshold, logits, y_device, into)
                 if host_metrics:
-                    host_logits = k.to_host(logits)
-                    yb = y[start:stop] if order is None else y[order[start:stop]]
+                    host_logits = k.to_host(logits)[:owned]
+                    yb = (y[start:stop] if order is None else y[order[start:stop]])[:owned]
+                    if shard is not None:
+                        yb, host_logits = self._parallel.gather_rows(yb, host_logits)
                     for m in host_metrics:
                         m.update(yb, host_logits)
                 if batch_callbacks:
@@ -394,8 +460,11 @@ class Trainer:
                                     refresh=False)
             losses, host = read(len(slices))
             self._epoch_losses = None
+            sums = host[_METRIC_SUMS:first_slot]
+            if self._parallel is not None:  # the device metrics' sums over every rank's shards
+                sums = self._parallel.sum_on_host(sums)
             for i, _, _ in device_metrics:
-                self.metrics[i].absorb(host[_METRIC_SUMS + 2 * i], host[_METRIC_SUMS + 2 * i + 1])
+                self.metrics[i].absorb(sums[2 * i], sums[2 * i + 1])
             logs = {"loss": float(np.dot(losses, sizes) / sizes.sum()),
                     **{m.name: m.compute() for m in self.metrics}}
             if validation is not None:
@@ -405,6 +474,8 @@ class Trainer:
             # schedule is called once per update and never again for the log.
             last = self.optimizer.last_lr
             logs["lr"] = self.optimizer.learning_rate() if last is None else last
+            if self.on_nonfinite == "skip":  # the epoch's updates left out for a NaN or Inf
+                logs["skipped"] = self.skipped_steps - first_skipped
             postfix = {name: f"{value:.4f}" for name, value in logs.items()}
             if self._diagnostics is not None:  # per-layer values to the history, their summary to the bar
                 diagnostics = self._diagnostics.logs(len(slices))
@@ -428,10 +499,15 @@ class Trainer:
         return False
 
     # --------------------------------------------------------------- evaluate
+    @distributed.collective
     def evaluate(self, X, y, batch_size=None):
-        """{"loss": ..., <metric>: ...} over all of (X, y), without dropout."""
+        """{"loss": ..., <metric>: ...} over all of (X, y), without dropout. Under
+        ``data_parallel=True`` every rank passes all the rows and evaluates its share of
+        each batch (``batch_size`` rows per rank), the sums added over ranks."""
         X, y = self._check_data(X, y)
         batch_size = _EVAL_BATCH if batch_size is None else number(batch_size, "batch_size", low=1, integer=True)
+        if self._parallel is not None:
+            self._parallel.agree(self._shared_settings(len(X), batch_size))
         return self._evaluate_checked(X, y, batch_size)
 
     def _evaluate_checked(self, X, y, batch_size=_EVAL_BATCH):
@@ -442,34 +518,47 @@ class Trainer:
         for m in metrics:
             m.reset()
         device_metrics, host_metrics = self._split_metrics(metrics, y)
-        slices = batch_slices(len(X), batch_size)
+        parallel = self._parallel
+        slices = batch_slices(len(X), batch_size * (1 if parallel is None else parallel.size))
         n_sums = 2 * len(device_metrics)
         sums = k.zeros(n_sums + len(slices), np.float64)
         metric_sums = [(kind, threshold, sums[2 * j:2 * j + 2])
                        for j, (_, kind, threshold) in enumerate(device_metrics)]
         count = 0
         for b, (start, stop) in enumerate(slices):
-            logits = model._forward(k.to_device(X[start:stop], model.dtype), training=False, step=0)
-            yb = y[start:stop]
-            y_device = k.to_device(yb, yb.dtype)
-            count += self.loss.sum_and_count(k, logits, y_device, yb, sums[n_sums + b:n_sums + b + 1])[1]
-            for kind, threshold, into in metric_sums:
-                k.metric_sums(kind, threshold, logits, y_device, into)
+            if parallel is not None:  # this rank's share of the batch (of a short last one, maybe none)
+                start, stop = distributed.split(start, stop, parallel.rank, parallel.size)
+            yb, host_logits = y[start:stop], np.empty((0, model.sizes[-1]), model.dtype)
+            if stop > start:
+                logits = model._forward(k.to_device(X[start:stop], model.dtype), training=False, step=0)
+                y_device = k.to_device(yb, yb.dtype)
+                count += self.loss.sum_and_count(k, logits, y_device, yb, sums[n_sums + b:n_sums + b + 1])[1]
+                for kind, threshold, into in metric_sums:
+                    k.metric_sums(kind, threshold, logits, y_device, into)
+                if host_metrics:
+                    host_logits = k.to_host(logits)
             if host_metrics:
-                host_logits = k.to_host(logits)
+                if parallel is not None:
+                    yb, host_logits = parallel.gather_rows(yb, host_logits)
                 for m in host_metrics:
                     m.update(yb, host_logits)
         host = k.to_host(sums)
+        host = np.concatenate([host[:n_sums], [host[n_sums:].sum(), count]])
+        if parallel is not None:
+            host = parallel.sum_on_host(host)
         for j, (i, _, _) in enumerate(device_metrics):
             metrics[i].absorb(host[2 * j], host[2 * j + 1])
-        total = float(host[n_sums:].sum())
+        total, count = float(host[n_sums]), host[n_sums + 1]
         if self.loss.reduction == "mean":
             total = total / count if count else float("nan")  # torch: a mean over no kept rows is NaN
         return {"loss": total, **{m.name: m.compute() for m in metrics}}
 
     # ------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path):
-        """Weights, optimizer state, step and shuffling RNG: ``load_checkpoint`` resumes exactly."""
+        """Weights, optimizer state, step and shuffling RNG: ``load_checkpoint`` resumes exactly.
+        Under ``data_parallel=True`` only rank 0 writes (every rank holds the same state)."""
+        if not self.is_main_process:
+            return
         from .io import save_checkpoint
         save_checkpoint(self, path)
 

@@ -45,3 +45,21 @@ def keep_threshold(p: float) -> int:
 def split_key(key: int) -> tuple[int, int]:
     """(key_lo, key_hi): the two 32-bit halves the element hash consumes."""
     return key & MASK32, (key >> 32) & MASK32
+
+
+def offset_key(key: int, first_element: int) -> int:
+    """The key under which element ``i`` of a mask draws what element ``first_element + i``
+    draws under ``key``: a batch's rows from ``r0`` on, of width ``w``, masked as rows
+    ``r0, r0 + 1, ...`` of the whole batch, with ``first_element = r0 * w``.
+
+    The hash reads the index only through ``index * 0x9E3779B1 + key_lo (mod 2^32)``, and
+
+        (first_element + i) * 0x9E3779B1 + key_lo
+            = i * 0x9E3779B1 + (key_lo + first_element * 0x9E3779B1)   (mod 2^32),
+
+    so ``key_lo`` advances by ``first_element * 0x9E3779B1`` and ``key_hi`` stays: data-
+    parallel ranks, each holding a shard of a batch, then draw the masks one process
+    holding the whole batch would.
+    """
+    key_lo, key_hi = split_key(key)
+    return (key_hi << 32) | ((key_lo + first_element * INDEX_MULTIPLIER) & MASK32)

@@ -68,3 +68,16 @@ def backend_name(request):
     except engine.BackendUnavailable as error:
         pytest.skip(str(error))
     return request.param
+
+
+def pytest_runtest_logreport(report):
+    """Under MPI with several processes (tests/test_distributed_mpi.py), a test failing on
+    one rank would leave the others waiting in their next collective for good: print
+    the failure and end the whole job, which then exits non-zero."""
+    import sys
+    MPI = sys.modules.get("mpi4py.MPI")
+    if report.failed and MPI is not None and MPI.Is_initialized() and MPI.COMM_WORLD.Get_size() > 1:
+        rank = MPI.COMM_WORLD.Get_rank()
+        print(f"\n{report.nodeid} failed on rank {rank}; aborting every rank\n{report.longreprtext}",
+              file=sys.stderr, flush=True)
+        MPI.COMM_WORLD.Abort(1)

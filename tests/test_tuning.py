@@ -198,18 +198,21 @@ def test_random_search_on_dask_gives_the_same_trials(client):
 
 
 def test_grid_search_of_training_runs_on_dask(client):
-    """Real trainings, one per task: the same validation losses as one by one."""
+    """Real trainings of 8 configurations, one per task: the same validation losses as one by one."""
     rng = np.random.default_rng(0)
     X = rng.normal(size=(60, 4))
     y = np.argmax(X @ rng.normal(size=(4, 3)), axis=1)
 
     def objective(config):
-        model = engine.MLP([4, config["hidden"], 3], seed=0, backend="numpy", dtype="float64")
+        model = engine.MLP([4, config["hidden"], 3], dropout=config["dropout"], seed=0, backend="numpy",
+                           dtype="float64")
         trainer = engine.Trainer(model, optimizer=engine.AdamW(lr=config["lr"]))
         history = trainer.fit(X[:45], y[:45], epochs=3, batch_size=15, validation_data=(X[45:], y[45:]), verbose=0)
         return history.history["val_loss"][-1]
 
-    grid = {"hidden": [4, 16], "lr": [1e-3, 3e-2]}
+    grid = {"hidden": [4, 16], "lr": [1e-3, 3e-2], "dropout": [0.0, 0.3]}
     remote = grid_search(objective, grid, client=client)
     local = grid_search(objective, grid)
+    assert len(remote) == 8
+    assert len({t.score for t in local}) == 8  # eight different runs, not one repeated
     assert [(t.config, t.score) for t in remote] == [(t.config, t.score) for t in local]
