@@ -40,7 +40,7 @@ class EpochDiagnostics:
     """
 
     def __init__(self, model):
-        k, segments = model._k, model._layout.segments
+        k, segments = model._k, model._layout.trained
         n_hidden = len(model.sizes) - 2
         n = len(segments)
         self._k = k
@@ -49,7 +49,7 @@ class EpochDiagnostics:
         self._sums = k.zeros(3 * n, np.float64)
         self.update_sums = self._sums[:2 * n].reshape(n, 2)
         self.grad_sums = self._sums[2 * n:]
-        relu = [i for i in range(n_hidden) if model._layer_acts[i].code == spec.RELU]
+        relu = [i for i in range(n_hidden) if model._layers[i].activation.code == spec.RELU]
         ends = np.cumsum([model.sizes[i + 1] for i in relu], dtype=np.int64)
         self._flags = k.zeros(int(ends[-1]) if relu else 0, np.uint8)
         self._units = [(i + 1, slice(int(end) - model.sizes[i + 1], int(end))) for i, end in zip(relu, ends)]

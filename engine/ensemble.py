@@ -14,6 +14,7 @@ import numpy as np
 from . import metrics as metrics_module
 from .model import MLP
 from .trainer import Trainer
+from .tuning import check_client
 from .validation import as_numeric_array, number
 
 
@@ -115,7 +116,31 @@ def bootstrap_rows(n_rows, seed, member):
     return np.random.default_rng((seed, member)).integers(0, n_rows, n_rows)
 
 
-def train_ensemble(make_trainer, X, y, n_members=5, bagging=False, seed=0, **fit_kwargs):
+def _train_member(i, make_trainer, X, y, bagging, seed, fit_kwargs, earlier=()):
+    """(model, history) of member ``i``: ``make_trainer(i)`` checked (its model none of the
+    ``earlier`` members'), then fitted (on its bootstrap sample with ``bagging``). The
+    history comes back without its trainer, so that it can travel from a Dask worker."""
+    trainer = make_trainer(i)
+    if not isinstance(trainer, Trainer):
+        raise TypeError(f"make_trainer({i}) must return an engine.Trainer; got {type(trainer).__name__}")
+    model = trainer.model
+    if any(model is m for m in earlier):
+        raise ValueError(f"make_trainer({i}) returned the model of an earlier member; it must build a new one")
+    if trainer.step:
+        raise ValueError(f"make_trainer({i}) must return a fresh Trainer; this one has made {trainer.step} updates")
+    if model.seed != seed + i:
+        raise ValueError(f"make_trainer({i}) must seed its model with seed + i = {seed + i} "
+                         f"(engine.MLP(..., seed=seed + i)); its model has seed {model.seed}")
+    if bagging:
+        rows = bootstrap_rows(X.shape[0], seed, i)
+        history = trainer.fit(X[rows], y[rows], **fit_kwargs)
+    else:
+        history = trainer.fit(X, y, **fit_kwargs)
+    history.trainer = None
+    return model, history
+
+
+def train_ensemble(make_trainer, X, y, n_members=5, bagging=False, seed=0, client=None, **fit_kwargs):
     """Train ``n_members`` models one after another; returns ``(Ensemble, histories)``,
     ``histories[i]`` what member i's ``fit`` returned.
 
@@ -127,6 +152,12 @@ def train_ensemble(make_trainer, X, y, n_members=5, bagging=False, seed=0, **fit
     with ``bagging=True`` on the rows :func:`bootstrap_rows` draws for it instead (a
     sample of ``len(X)`` rows with replacement), so ``validation_split``, which would
     validate on rows the sample may also hold, is refused then: pass ``validation_data``.
+
+    ``client``: None to train here, one member after another, or a
+    ``dask.distributed.Client`` to train one member per task on its workers (the
+    ``dask`` extra); ``make_trainer`` and the data then travel to the workers, the trained
+    models come back (pickled as configuration and weights, on the backend they were
+    built for), and the ensemble is the same as the one trained here.
     """
     if not callable(make_trainer):
         raise TypeError(f"make_trainer must be a callable make_trainer(i) -> engine.Trainer; "
@@ -144,23 +175,12 @@ def train_ensemble(make_trainer, X, y, n_members=5, bagging=False, seed=0, **fit
             raise ValueError(f"X must be a non-empty 2-D array (n_samples, n_features); got shape {X.shape}")
         if y.ndim == 0 or y.shape[0] != X.shape[0]:
             raise ValueError(f"y must have one row per row of X ({X.shape[0]}); got shape {y.shape}")
-    models, histories = [], []
-    for i in range(n_members):
-        trainer = make_trainer(i)
-        if not isinstance(trainer, Trainer):
-            raise TypeError(f"make_trainer({i}) must return an engine.Trainer; got {type(trainer).__name__}")
-        model = trainer.model
-        if any(model is m for m in models):
-            raise ValueError(f"make_trainer({i}) returned the model of an earlier member; it must build a new one")
-        if trainer.step:
-            raise ValueError(f"make_trainer({i}) must return a fresh Trainer; this one has made {trainer.step} updates")
-        if model.seed != seed + i:
-            raise ValueError(f"make_trainer({i}) must seed its model with seed + i = {seed + i} "
-                             f"(engine.MLP(..., seed=seed + i)); its model has seed {model.seed}")
-        if bagging:
-            rows = bootstrap_rows(X.shape[0], seed, i)
-            histories.append(trainer.fit(X[rows], y[rows], **fit_kwargs))
-        else:
-            histories.append(trainer.fit(X, y, **fit_kwargs))
-        models.append(model)
-    return Ensemble(models), histories
+    check_client(client)
+    arguments = dict(make_trainer=make_trainer, X=X, y=y, bagging=bagging, seed=seed, fit_kwargs=fit_kwargs)
+    if client is None:
+        members = []
+        for i in range(n_members):
+            members.append(_train_member(i, **arguments, earlier=[model for model, _ in members]))
+    else:
+        members = client.gather(client.map(_train_member, range(n_members), **arguments, pure=False))
+    return Ensemble([model for model, _ in members]), [history for _, history in members]

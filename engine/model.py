@@ -13,13 +13,13 @@ from kernels.rng import dropout_key, offset_key
 from . import activations as activations_module
 from . import backend as backend_module
 from . import initializers
+from .layers import Dense
 from .params import Layout
 from .validation import as_numeric_array, check_features, check_finite, number, one_of
 
 OUTPUTS = {"none": spec.OUTPUT_NONE, "sigmoid": spec.OUTPUT_SIGMOID, "softmax": spec.OUTPUT_SOFTMAX}
 DTYPES = ("float32", "float64")
 _MAX_WORKSPACES = 4  # batch sizes kept: training, a last partial batch, evaluation...
-_NO_GRADS = {"W": None, "b": None, "slope": None}  # what a frozen layer's backward writes
 
 # Consecutive segments of trained (not frozen) layers, which an optimizer updates in one
 # call: ``elements`` and ``segments`` slice the flat buffers and the per-segment arrays,
@@ -62,19 +62,13 @@ def _check_fits_in_memory(sizes, n_parameters, dtype):
 
 
 class _Workspace:
-    """Every array one forward/backward at batch size ``n`` needs, allocated once.
+    """Every array one forward/backward at batch size ``n`` needs, allocated once: each
+    layer's (engine.layers.LayerWorkspace; the last one's ``dY`` receives the loss
+    gradient) and the output function's."""
 
-    Z[l] holds layer l's pre-activation (overwritten by dZ in the backward), Y[l] its
-    output (Z[l] itself when the layer is linear without dropout), dY[l] the gradient
-    with respect to Y[l]; dY[-1] receives the loss gradient.
-    """
-
-    def __init__(self, k, n, widths, linear, dtype):
-        self.Z = [k.empty((n, w), dtype) for w in widths]
-        self.Y = [z if lin else k.empty((n, w), dtype) for z, lin, w in zip(self.Z, linear, widths)]
-        self.dY = [k.empty((n, w), dtype) for w in widths]
-        self.output = k.empty((n, widths[-1]), dtype)
-        self.keys = [0] * len(widths)
+    def __init__(self, k, n, layers, dtype):
+        self.layers = [layer.workspace(k, n, dtype) for layer in layers]
+        self.output = k.empty((n, layers[-1].fan_out), dtype)
 
 
 class MLP:
@@ -109,17 +103,19 @@ class MLP:
         self.backend = self._k.name
 
         # The output layer is linear; its output function belongs to predict.
-        layer_acts = list(self.activations) + [activations_module.Identity()]
-        self._layer_dropout = list(self.dropout) + [0.0]
-        self._layout = Layout(self.sizes, [a.learnable for a in layer_acts])
-        _check_fits_in_memory(self.sizes, self._layout.size, self.dtype)
-        self._layer_acts = layer_acts
-        self._params = self._k.to_device(self._initial_values(), self.dtype)
+        self._layers = [Dense(fan_in, fan_out, act, p) for fan_in, fan_out, act, p in
+                        zip(self.sizes[:-1], self.sizes[1:], [*self.activations, activations_module.Identity()],
+                            [*self.dropout, 0.0])]
+        self._layout = Layout([layer.segments() for layer in self._layers], f"sizes {self.sizes}")
+        _check_fits_in_memory(self.sizes, self._layout.size + self._layout.state_size, self.dtype)
+        params, state = self._initial_values()
+        self._params = self._k.to_device(params, self.dtype)
+        self._state = self._k.to_device(state, self.dtype)
         self._grads = self._k.zeros(self._layout.size, self.dtype)
         self._offsets = self._k.to_device(self._layout.offsets, np.int64)
-        self._layers = self._layout.layer_views(self._params)
-        self._grad_layers = self._layout.layer_views(self._grads)
-        self._linear = [a.code == spec.IDENTITY and p == 0.0 for a, p in zip(layer_acts, self._layer_dropout)]
+        for layer, views, grads in zip(self._layers, self._layout.layer_views(self._params, self._state),
+                                       self._layout.layer_grad_views(self._grads)):
+            layer.bind(views, grads)
         self._workspaces = OrderedDict()
         self._frozen = frozenset()  # see freeze()
         self._first_trained = 0  # the lowest layer not frozen
@@ -144,17 +140,13 @@ class MLP:
         return [one] * n_hidden
 
     def _initial_values(self):
+        """(parameters, state): the flat buffers' initial values, drawn in segment order."""
         rng = np.random.default_rng(self._seed)
-        values = np.empty(self._layout.size)
+        buffers = {True: np.empty(self._layout.size), False: np.empty(self._layout.state_size)}
         for segment in self._layout.segments:
-            fan_in, fan_out = self.sizes[segment.layer], self.sizes[segment.layer + 1]
-            if segment.kind == "slope":
-                drawn = np.full(segment.shape, self._layer_acts[segment.layer].init)
-            else:
-                name = self.init if segment.kind == "W" else self.bias_init
-                drawn = initializers.draw(name, rng, segment.shape, fan_in, fan_out)
-            values[segment.offset:segment.offset + segment.size] = drawn.ravel()
-        return values
+            drawn = self._layers[segment.layer].initial_value(segment.kind, rng, self.init, self.bias_init)
+            buffers[segment.trained][segment.offset:segment.offset + segment.size] = drawn.ravel()
+        return buffers[True], buffers[False]
 
     def config(self):
         """The constructor arguments, as plain data (what save/load_model store)."""
@@ -179,14 +171,14 @@ class MLP:
         slope), activation and dropout, then the total parameters and their memory, the
         output function, the backend and the dtype. ``print_fn`` receives each line (e.g.
         ``lines.append`` or a logger's method). Returns None."""
-        per_layer = [0] * (len(self.sizes) - 1)
+        per_layer = [0] * len(self._layers)
         for segment in self._layout.segments:
             per_layer[segment.layer] += segment.size
         rows = [("Layer", "Input shape", "Output shape", "Parameters", "Activation", "Dropout")]
         for i, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
             hidden = i < len(self.dropout)  # the output layer has neither activation nor dropout
             rows.append((f"dense_{i + 1}", f"(None, {fan_in})", f"(None, {fan_out})", f"{per_layer[i]:,}",
-                         _describe(self._layer_acts[i]) if hidden else "- (logits)",
+                         _describe(self._layers[i].activation) if hidden else "- (logits)",
                          f"{self.dropout[i]:g}" if hidden else "-"))
         widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
         # Parameter counts right-aligned, like the numbers they are.
@@ -194,16 +186,19 @@ class MLP:
                            for c, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
         rule = "=" * max(map(len, lines))
         size = self.num_parameters * self.dtype.itemsize
+        state = self._layout.state_size
         print_fn(f"MLP on backend {self.backend!r}, dtype {self.dtype.name}")
         for line in [rule, lines[0], rule, *lines[1:], rule,
-                     f"Total parameters: {self.num_parameters:,} ({_bytes(size)})",
+                     f"Total parameters: {self.num_parameters:,} ({_bytes(size)})"
+                     + (f", and {state:,} running statistics (not trained)" if state else ""),
                      f"Output function (applied by predict only): {self.output}", rule]:
             print_fn(line)
 
     # ----------------------------------------------------------------- weights
     def get_weights(self):
-        """Host copies of the parameters: [W1, b1, (prelu slope 1), W2, b2, ...]."""
-        return [self._k.to_host(v).copy() for v in self._layout.views(self._params)]
+        """Host copies of the parameters and state, per layer: W, b, then with normalization
+        gamma, beta and batch norm's running_mean, running_var, then a PReLU slope."""
+        return [self._k.to_host(v).copy() for v in self._layout.views(self._params, self._state)]
 
     def set_weights(self, weights):
         """Replace every parameter; shapes and count are checked before anything is written."""
@@ -219,8 +214,20 @@ class MLP:
                 raise ValueError(f"weights[{i}] ({segment.kind} of layer {segment.layer}) must have shape {segment.shape}; got {w.shape}")
             check_finite(w, f"weights[{i}]")
             checked.append(w)
-        for view, w in zip(self._layout.views(self._params), checked):
+        for view, w in zip(self._layout.views(self._params, self._state), checked):
             self._k.copy_into(view, w)
+
+    def __getstate__(self):
+        """What pickling keeps (a Dask worker returning a trained model, say): the
+        configuration, the backend's name, the seed in use and the weights as host arrays;
+        never the backend module or device arrays. Workspaces and frozen layers are not
+        kept (freezing is training set-up, see freeze())."""
+        return {"config": self.config(), "backend": self.backend, "seed": self._seed, "weights": self.get_weights()}
+
+    def __setstate__(self, state):
+        self.__init__(backend=state["backend"], **state["config"])
+        self._seed = state["seed"]
+        self.set_weights(state["weights"])
 
     def save(self, path):
         """Write the configuration and weights to ``path`` (an .npz file)."""
@@ -281,7 +288,7 @@ class MLP:
         """Freeze exactly the layers ``frozen``: their gradients zeroed (no backward writes
         them any more), the lowest trained layer and the runs of trained segments found."""
         k, layout = self._k, self._layout
-        for segment, view in zip(layout.segments, layout.views(self._grads)):
+        for segment, view in zip(layout.trained, layout.trained_views(self._grads)):
             if segment.layer in frozen - self._frozen:
                 k.copy_into(view, np.zeros(segment.shape))
         self._frozen = frozen
@@ -291,7 +298,7 @@ class MLP:
             self._trained_runs = None
             return
         runs, start = [], None
-        for s, segment in enumerate(layout.segments + (None,)):
+        for s, segment in enumerate(layout.trained + (None,)):
             trained = segment is not None and segment.layer not in frozen
             if trained and start is None:
                 start = s
@@ -318,7 +325,7 @@ class MLP:
         if self.sizes[:n_layers + 1] != other.sizes[:n_layers + 1]:
             raise ValueError(f"n_layers={n_layers}: the layers copied must have the same sizes; this model's sizes "
                              f"begin {self.sizes[:n_layers + 1]}, other's {other.sizes[:n_layers + 1]}")
-        mine = [(s, view) for s, view in zip(self._layout.segments, self._layout.views(self._params))
+        mine = [(s, view) for s, view in zip(self._layout.segments, self._layout.views(self._params, self._state))
                 if s.layer < n_layers]
         theirs = [s for s in other._layout.segments if s.layer < n_layers]
         for layer in range(n_layers):
@@ -336,7 +343,7 @@ class MLP:
         if ws is None:
             if len(self._workspaces) >= _MAX_WORKSPACES:
                 self._workspaces.popitem(last=False)
-            ws = _Workspace(self._k, n, self.sizes[1:], self._linear, self.dtype)
+            ws = _Workspace(self._k, n, self._layers, self.dtype)
             self._workspaces[n] = ws
         return ws
 
@@ -347,30 +354,26 @@ class MLP:
         shard), whose masks it draws (kernels.rng.offset_key)."""
         k, ws = self._k, self._workspace(X.shape[0])
         A = X
-        for i, (layer, act) in enumerate(zip(self._layers, self._layer_acts)):
-            p = self._layer_dropout[i] if training else 0.0
-            ws.keys[i] = 0 if p == 0.0 else offset_key(dropout_key(self._seed, step, i), first_row * self.sizes[i + 1])
-            k.dense_forward(A, layer["W"], layer["b"], act.code, act.param, layer["slope"], p, ws.keys[i],
-                            ws.Z[i], ws.Y[i], None if alive is None else alive[i])
-            A = ws.Y[i]
+        for i, (layer, layer_ws) in enumerate(zip(self._layers, ws.layers)):
+            key = 0
+            if training and layer.dropout > 0.0:
+                key = offset_key(dropout_key(self._seed, step, i), first_row * layer.fan_out)
+            layer.forward(k, A, layer_ws, training, key, None if alive is None else alive[i])
+            A = layer_ws.Y
         return A
 
     def _loss_gradient_buffer(self, n):
         """Where the loss writes d loss / d logits for the next :meth:`_backward`."""
-        return self._workspace(n).dY[-1]
+        return self._workspace(n).layers[-1].dY
 
     def _backward(self, X):
         """Gradients of every trained parameter into the flat gradient buffer (after
         _forward(training)): down to the lowest trained layer, frozen layers above it
         passing dX alone on (see freeze)."""
-        k, ws, first = self._k, self._workspace(X.shape[0]), self._first_trained
+        k, ws, first = self._k, self._workspace(X.shape[0]).layers, self._first_trained
         for i in reversed(range(first, len(self._layers))):
-            layer, act = self._layers[i], self._layer_acts[i]
-            grads = _NO_GRADS if i in self._frozen else self._grad_layers[i]
-            p = self._layer_dropout[i]
-            k.dense_backward(ws.dY[i], X if i == 0 else ws.Y[i - 1], layer["W"], ws.Z[i], act.code, act.param,
-                             layer["slope"], p, ws.keys[i], ws.dY[i] if self._linear[i] else ws.Z[i],
-                             grads["W"], grads["b"], grads["slope"], None if i == first else ws.dY[i - 1])
+            self._layers[i].backward(k, X if i == 0 else ws[i - 1].Y, ws[i], i not in self._frozen,
+                                     None if i == first else ws[i - 1].dY)
 
     def _device_batches(self, X, batch_size):
         """(start, stop, device batch) over the rows of host array X."""

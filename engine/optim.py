@@ -58,7 +58,7 @@ class Optimizer:
             raise ValueError("this optimizer is already bound to another model; create one optimizer per model")
         k, layout = model._k, model._layout
         self._k = k
-        decay = [self.weight_decay if (self.decay_bias or not s.is_vector) else 0.0 for s in layout.segments]
+        decay = [self.weight_decay if (self.decay_bias or not s.is_vector) else 0.0 for s in layout.trained]
         self._seg_decay = k.to_device(np.array(decay, dtype=np.float64), np.float64)
         self._state = {name: k.to_device(np.full(layout.size, self._initial_value(name)), model.dtype)
                        for name in self.state_names}

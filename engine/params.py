@@ -1,4 +1,9 @@
-"""Flat parameter buffers: every W, b and prelu slope is a view into one array."""
+"""Flat buffers: every parameter (W, b, ...) is a view into one array, every piece of layer
+state (running statistics) a view into another.
+
+The optimizer steps the parameter buffer in one kernel call; the state buffer is written by
+the layers' forward ops and saved with the weights, never stepped.
+"""
 from __future__ import annotations
 
 import math
@@ -9,12 +14,13 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Segment:
-    """One parameter: its place in the flat buffer and its shape."""
+    """One parameter or state array: its layer, name, shape and place in its buffer."""
 
     layer: int
-    kind: str  # "W", "b" or "slope"
+    kind: str  # "W", "b", "gamma", "beta", "slope"; "running_mean", "running_var" (state)
     shape: tuple
-    offset: int
+    offset: int  # in the parameter buffer, or in the state buffer when not ``trained``
+    trained: bool = True
 
     @property
     def size(self):
@@ -27,30 +33,48 @@ class Segment:
 
 
 class Layout:
-    """Where each parameter lives in the flat buffer, in ``get_weights`` order."""
+    """Where each layer's arrays live in the two flat buffers, in ``get_weights`` order.
 
-    def __init__(self, sizes, learnable_slopes):
-        segments, offset = [], 0
-        for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            shapes = [("W", (fan_in, fan_out)), ("b", (fan_out,))]
-            if learnable_slopes[layer]:
-                shapes.append(("slope", (fan_out,)))
-            for kind, shape in shapes:
-                segments.append(Segment(layer, kind, shape, offset))
-                offset += math.prod(shape)
-        if offset >= 2**63:
-            raise ValueError(f"sizes {list(sizes)} make {offset:,} parameters, more than int64 offsets can index")
+    ``layer_segments``: per layer, its ``(kind, shape, trained)`` in get_weights order (what
+    each layer's ``segments()`` declares). ``trained`` lists the parameter segments in buffer
+    order, what the optimizer and the gradient norms index per segment; ``offsets`` (S + 1,)
+    are their offsets. ``origin`` names what made the layers, for errors ("sizes [...]").
+    """
+
+    def __init__(self, layer_segments, origin="the layers"):
+        segments, sizes = [], {True: 0, False: 0}
+        for layer, declared in enumerate(layer_segments):
+            for kind, shape, trained in declared:
+                segments.append(Segment(layer, kind, tuple(shape), sizes[trained], trained))
+                sizes[trained] += math.prod(shape)
+        if max(sizes.values()) >= 2**63:
+            raise ValueError(f"{origin} make {max(sizes.values()):,} parameters, more than int64 offsets can index")
         self.segments = tuple(segments)
-        self.size = offset
-        self.offsets = np.array([s.offset for s in segments] + [offset], dtype=np.int64)
+        self.trained = tuple(s for s in segments if s.trained)
+        self.size = sizes[True]
+        self.state_size = sizes[False]
+        self.offsets = np.array([s.offset for s in self.trained] + [self.size], dtype=np.int64)
 
-    def views(self, flat):
-        """Views of ``flat``, one per segment, shaped like the parameters."""
-        return [flat[s.offset:s.offset + s.size].reshape(s.shape) for s in self.segments]
+    def views(self, params, state):
+        """Views of ``params`` and ``state``, one per segment (get_weights order), shaped like
+        the arrays they hold."""
+        return [(params if s.trained else state)[s.offset:s.offset + s.size].reshape(s.shape)
+                for s in self.segments]
 
-    def layer_views(self, flat):
-        """Per layer, a dict {"W": view, "b": view, "slope": view or None}."""
-        layers = {}
-        for segment, view in zip(self.segments, self.views(flat)):
-            layers.setdefault(segment.layer, {"slope": None})[segment.kind] = view
-        return [layers[i] for i in sorted(layers)]
+    def trained_views(self, flat):
+        """Views of a buffer laid out like the parameters (the gradients), one per trained segment."""
+        return [flat[s.offset:s.offset + s.size].reshape(s.shape) for s in self.trained]
+
+    def layer_views(self, params, state):
+        """Per layer, a dict {kind: view} of its parameters and state."""
+        layers = [{} for _ in range(1 + max((s.layer for s in self.segments), default=-1))]
+        for segment, view in zip(self.segments, self.views(params, state)):
+            layers[segment.layer][segment.kind] = view
+        return layers
+
+    def layer_grad_views(self, grads):
+        """Per layer, a dict {kind: view} of its parameters' gradients in ``grads``."""
+        layers = [{} for _ in range(1 + max((s.layer for s in self.segments), default=-1))]
+        for segment, view in zip(self.trained, self.trained_views(grads)):
+            layers[segment.layer][segment.kind] = view
+        return layers

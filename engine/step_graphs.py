@@ -68,7 +68,7 @@ class StepGraphs:
         """What a recording depends on, or None when a step of this kind is never recorded."""
         trainer = self._trainer
         model = trainer.model
-        if trainer._diagnostics is not None or any(p > 0.0 for p in model._layer_dropout):
+        if trainer._diagnostics is not None or any(layer.dropout > 0.0 for layer in model._layers):
             return None
         return (X.shape, X.dtype, y.shape, y.dtype, model._frozen, trainer.clip_value, id(trainer.loss))
 

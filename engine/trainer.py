@@ -100,7 +100,7 @@ class Trainer:
             raise TypeError(f"data_parallel must be True or False; got {type(data_parallel).__name__}")
         self.optimizer.bind(model)
         self._parallel = distributed.DataParallel(model) if data_parallel else None  # before the seed is read
-        k, n_segments = model._k, len(model._layout.segments)
+        k, n_segments = model._k, len(model._layout.trained)
         self._sq_norms = k.zeros(n_segments, np.float64)
         self._seg_scale = k.to_device(np.ones(n_segments), np.float64)
         self._record = None

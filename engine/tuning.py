@@ -180,14 +180,19 @@ def _ranked(trials):
     return sorted(trials, key=lambda t: (math.isnan(t.score), t.score))
 
 
-def _check_common(objective, client):
-    if not callable(objective):
-        raise TypeError(f"objective must be a function of a config dict returning a score; "
-                        f"got {type(objective).__name__}")
+def check_client(client):
+    """TypeError unless ``client`` is None or has a Dask client's ``map`` and ``gather``."""
     if client is not None and not (callable(getattr(client, "map", None))
                                    and callable(getattr(client, "gather", None))):
         raise TypeError(f"client must be a dask.distributed.Client (with map and gather) or None; "
                         f"got {type(client).__name__}")
+
+
+def _check_common(objective, client):
+    if not callable(objective):
+        raise TypeError(f"objective must be a function of a config dict returning a score; "
+                        f"got {type(objective).__name__}")
+    check_client(client)
 
 
 def _check_names(mapping, argument, what):

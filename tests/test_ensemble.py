@@ -169,3 +169,37 @@ def test_ensemble_on_digits_is_at_least_as_accurate_as_its_members(bagging):
                f"(mean {np.mean(members):.4f})")
     assert accuracy >= np.mean(members), message
     assert accuracy > 0.9, message
+
+
+def test_a_model_pickles_as_configuration_and_weights():
+    """What a Dask worker sends back: the same configuration, seed and weights, predicting
+    the same, and no backend module or device array in the bytes."""
+    import pickle
+
+    X, y = classification()
+    trainer = make_trainer_factory(seed=4)(0)
+    trainer.fit(X, y, epochs=2, batch_size=16, verbose=0)
+    model = trainer.model
+    copy = pickle.loads(pickle.dumps(model))
+    assert copy.config() == model.config() and copy.backend == model.backend and copy._seed == model._seed
+    for a, b in zip(copy.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(copy.predict(X), model.predict(X))
+
+
+@pytest.mark.parametrize("processes", [False, True], ids=["threads", "processes"])
+def test_train_ensemble_on_dask_gives_the_members_trained_here(processes):
+    """client=: one member per Dask task; with worker processes the models travel back
+    pickled. The same members as one after another here."""
+    distributed = pytest.importorskip("distributed", reason="dask.distributed is not installed (the dask extra)")
+    X, y = classification()
+    kwargs = dict(n_members=3, seed=5, bagging=True, epochs=2, batch_size=16, verbose=0)
+    here, here_histories = engine.train_ensemble(make_trainer_factory(seed=5), X, y, **kwargs)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=processes,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        there, there_histories = engine.train_ensemble(make_trainer_factory(seed=5), X, y, client=client, **kwargs)
+    for mine, theirs in zip(here, there):
+        for a, b in zip(mine.get_weights(), theirs.get_weights()):
+            np.testing.assert_array_equal(a, b)
+    assert [h.history for h in there_histories] == [h.history for h in here_histories]
+    np.testing.assert_array_equal(there.predict(X), here.predict(X))

@@ -511,3 +511,12 @@ def test_save_load_other_path_forms(tmp_path, backend_name, monkeypatch):
     assert path.exists()
     X = random_inputs(5, 3)
     np.testing.assert_array_equal(engine.load_model(path).predict(X), model.predict(X))
+
+
+def test_a_dense_layer_refuses_a_segment_it_does_not_have():
+    """engine.layers.Dense.initial_value: a dispatch over segment kinds ends in an error."""
+    from engine.layers import Dense
+
+    layer = Dense(3, 2, engine.activations.get("relu", "activation"), 0.0)
+    with pytest.raises(ValueError, match="a dense layer has no segment 'gamma'"):
+        layer.initial_value("gamma", np.random.default_rng(0), "glorot_uniform", "zeros")
