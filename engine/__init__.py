@@ -14,7 +14,7 @@ from .errors import BackendUnavailable, NonFiniteError
 from .io import load_model
 from .losses import MSE, BinaryCrossEntropy, Huber, SoftmaxCrossEntropy
 from .model import MLP
-from .optim import SGD, Adadelta, Adagrad, Adam, AdamW, NAdam, RMSprop
+from .optim import SGD, SGDW, Adadelta, Adagrad, Adam, AdamW, NAdam, RMSprop
 from .trainer import Trainer
 from .transfer import pretrain_layerwise
 
@@ -25,7 +25,7 @@ __all__ = [
     "get_num_threads",
     "set_float32_matmul_precision", "get_float32_matmul_precision",
     "BackendUnavailable", "NonFiniteError", "MSE", "Huber", "SoftmaxCrossEntropy", "BinaryCrossEntropy",
-    "SGD", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "Callback", "EarlyStopping",
+    "SGD", "SGDW", "Adagrad", "RMSprop", "Adadelta", "Adam", "AdamW", "NAdam", "Callback", "EarlyStopping",
     "ModelCheckpoint", "CSVLogger", "LambdaCallback", "ReduceLROnPlateau",
     "History", "activations", "callbacks", "data", "initializers", "losses", "metrics", "optim", "schedules",
     "tuning", "Ensemble", "train_ensemble", "pretrain_layerwise", "ensemble", "transfer",

@@ -3,15 +3,21 @@
 Each optimizer owns its state as flat arrays the length of the model's parameter buffer,
 and one update is one fused kernel call over the whole model (see kernels.spec for the
 formulas). ``lr`` is a float or a schedule: any callable of the 0-based update index.
-``weight_decay`` is coupled L2 (``g += wd * p``) for all but AdamW, which decays
+``weight_decay`` is coupled L2 (``g += wd * p``) for all but AdamW and SGDW, which decay
 decoupled (``p *= 1 - lr * wd``); ``decay_bias=False`` exempts biases and other 1-D
 parameters from it.
+
+An L1 penalty applied after the step (the trainer's ``l1_update="clipped"`` or
+``"proximal"``) is set by :meth:`Optimizer.set_l1`; every update then passes it to the
+kernel (kernels.spec: ``seg_l1`` and ``l1_rule``).
 """
 from __future__ import annotations
 
 import math
 
 import numpy as np
+
+from kernels import spec
 
 from .validation import number
 
@@ -43,6 +49,8 @@ class Optimizer:
         self.iterations = 0
         self._model = None
         self._state = {}
+        self._seg_l1 = None  # set_l1's per-segment coefficients (a backend array), or None
+        self._l1_rule = spec.L1_GRADIENT
 
     def __repr__(self):
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.hyperparameters().items())})"
@@ -66,6 +74,18 @@ class Optimizer:
 
     def _initial_value(self, name):
         return 0.0
+
+    def set_l1(self, seg_l1, rule):
+        """Apply an L1 penalty after each step, as kernels.spec's ``l1_rule``.
+
+        ``seg_l1``: the penalty per segment of the bound model's layout (a float64 backend
+        array of (S,) made by ``to_device``, 0 where a segment is exempt), or None for none;
+        ``rule``: ``kernels.spec.L1_GRADIENT`` (nothing after the step: the penalty is then
+        in the gradient, grad_sq_norms), ``L1_CLIPPED`` or ``L1_PROXIMAL``. With frozen
+        layers, each run of trained segments gets its slice of ``seg_l1``."""
+        if rule not in (spec.L1_GRADIENT, spec.L1_CLIPPED, spec.L1_PROXIMAL):
+            raise ValueError(f"rule must be kernels.spec.L1_GRADIENT, L1_CLIPPED or L1_PROXIMAL; got {rule!r}")
+        self._seg_l1, self._l1_rule = seg_l1, rule
 
     def learning_rate(self, iteration=None):
         """The learning rate of update ``iteration`` (default: the next one)."""
@@ -91,14 +111,17 @@ class Optimizer:
         lr = self.last_lr = self.learning_rate()
         step = self.iterations + 1
         model = self._model
+        seg_l1, rule = self._seg_l1, self._l1_rule
         if model._trained_runs is None:
-            self._update(params, grads, self._state, (model._offsets, seg_scale, self._seg_decay, clip_value), lr,
-                         step, status, diag)
+            self._update(params, grads, self._state,
+                         (model._offsets, seg_scale, self._seg_decay, clip_value, seg_l1, rule), lr, step, status,
+                         diag)
         else:
             for run in model._trained_runs:
                 e, s = run.elements, run.segments
                 self._update(params[e], grads[e], {name: a[e] for name, a in self._state.items()},
-                             (run.offsets, seg_scale[s], self._seg_decay[s], clip_value), lr, step, status,
+                             (run.offsets, seg_scale[s], self._seg_decay[s], clip_value,
+                              None if seg_l1 is None else seg_l1[s], rule), lr, step, status,
                              None if diag is None else diag[s])
         self._advance(step)
         self.iterations = step
@@ -142,6 +165,8 @@ class Optimizer:
 class SGD(Optimizer):
     """torch SGD with momentum, dampening, nesterov and coupled weight decay."""
 
+    decoupled = False
+
     def __init__(self, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0, decay_bias=True):
         super().__init__(lr, weight_decay, decay_bias)
         self.momentum = number(momentum, "momentum", low=0.0)
@@ -157,7 +182,14 @@ class SGD(Optimizer):
 
     def _update(self, params, grads, state, grad_args, lr, step, status, diag):
         self._k.sgd(params, grads, state["momentum_buffer"], *grad_args, lr, self.momentum,
-                    self.dampening, self.nesterov, step == 1, status, diag)
+                    self.dampening, self.nesterov, self.decoupled, step == 1, status, diag)
+
+
+class SGDW(SGD):
+    """SGD with decoupled weight decay: ``p *= 1 - lr * weight_decay`` before the SGD step
+    (AdamW's rule applied to SGD)."""
+
+    decoupled = True
 
 
 class Adagrad(Optimizer):
@@ -295,10 +327,10 @@ class NAdam(Optimizer):
         self.mu_product = float(scalars["mu_product"])
 
 
-CLASSES = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adadelta": Adadelta, "adam": Adam,
+CLASSES = {"sgd": SGD, "sgdw": SGDW, "adagrad": Adagrad, "rmsprop": RMSprop, "adadelta": Adadelta, "adam": Adam,
            "adamw": AdamW, "nadam": NAdam}
 NAMES = tuple(CLASSES)
-_NAME_DEFAULTS = {"sgd": {"lr": 1e-2}}  # torch's SGD has no default lr; by name it gets 0.01
+_NAME_DEFAULTS = {"sgd": {"lr": 1e-2}, "sgdw": {"lr": 1e-2}}  # torch's SGD has no default lr; by name 0.01
 
 
 def get(optimizer, argument="optimizer") -> Optimizer:

@@ -15,6 +15,21 @@ the 32-bit mixer below (``lowbias32``, a bijection on 32-bit words):
 
 so an element is kept with probability ``1 - threshold / 2^32``, which is ``1 - p`` to
 within 2^-32.
+
+Gaussian input noise (``spec.Backend.gaussian_noise``) draws from the same hash, under
+the key :func:`noise_key` of a step: element ``e`` takes two 32-bit words, ``h1`` the
+hash of ``e`` under ``(key_lo, key_hi)`` and ``h2`` under ``(key_lo, key_hi ^
+NOISE_SECOND_STREAM)``, and turns them into one standard normal value by Box-Muller,
+in float64 on every backend:
+
+    u1 = (h1 + 1) / 2^32   in (0, 1]        u2 = h2 / 2^32   in [0, 1)
+    z  = sqrt(-2 ln u1) cos(2 pi u2)
+
+Both uniforms are exact in float64 (33 significant bits at most), so every backend has
+the same uniforms bit for bit and z to within its libm's log, cos and sqrt (an ulp
+each). |z| <= sqrt(64 ln 2) = 6.66 (u1 = 2^-32): the tails beyond (probability 3e-11)
+are cut. The dropout keep bits and the noise of one element never share a key
+(:func:`noise_key`).
 """
 from __future__ import annotations
 
@@ -23,6 +38,12 @@ MASK64 = 0xFFFFFFFFFFFFFFFF
 INDEX_MULTIPLIER = 0x9E3779B1
 MIX_MULTIPLIER_1 = 0x21F0AAAD
 MIX_MULTIPLIER_2 = 0x735A2D97
+# The "layer" of the input noise in dropout_key's derivation: the model's dropout layers
+# are numbered from 0, so no dropout key of any step is a noise key (noise_key).
+NOISE_LAYER = MASK64
+# XORed into key_hi for the second word of a noise draw: one key, two streams, and
+# offset_key (which moves key_lo only) shifts both alike.
+NOISE_SECOND_STREAM = 0x85EBCA6B
 
 
 def _splitmix64(z: int) -> int:
@@ -35,6 +56,14 @@ def _splitmix64(z: int) -> int:
 def dropout_key(seed: int, step: int, layer: int) -> int:
     """The 64-bit key of the dropout mask of ``layer`` at training ``step``."""
     return _splitmix64(_splitmix64(_splitmix64(seed & MASK64) ^ (step & MASK64)) ^ (layer & MASK64))
+
+
+def noise_key(seed: int, step: int) -> int:
+    """The 64-bit key of the Gaussian input noise at training ``step``: the key
+    :func:`dropout_key` derives for the layer NOISE_LAYER, which no dropout layer is
+    (for a given seed and step the map layer -> key is a bijection), so the noise never
+    shares its bits with a dropout mask of the same step."""
+    return dropout_key(seed, step, NOISE_LAYER)
 
 
 def keep_threshold(p: float) -> int:

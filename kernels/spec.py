@@ -27,6 +27,10 @@ import numpy as np
 # prelu reads its per-unit slopes from the ``slope`` array instead.
 IDENTITY, RELU, LEAKY_RELU, ELU, SELU, GELU, GELU_TANH, SILU, SOFTPLUS, TANH, SIGMOID, PRELU = range(12)
 
+# Normalization kinds of norm_forward / norm_backward: torch BatchNorm1d over the rows of
+# a batch, LayerNorm over the units of each row.
+NORM_BATCH, NORM_LAYER = 1, 2
+
 # Loss reductions, torch semantics.
 NONE, MEAN, SUM = range(3)
 
@@ -57,6 +61,15 @@ REASON_LOSS, REASON_GRADIENT = 1, 2
 # does: ``min(1, c / (norm + CLIP_NORM_EPS))`` stays finite for a zero gradient.
 CLIP_NORM_EPS = 1e-6
 
+# What the optimizers do after their step with an L1 penalty ``seg_l1`` (see
+# Backend.sgd): nothing (the penalty went into the gradient, grad_sq_norms), the
+# lecture's clipped update, or soft-thresholding (ISTA's proximal step).
+L1_GRADIENT, L1_CLIPPED, L1_PROXIMAL = range(3)
+
+# What max_norm adds to a column's norm before dividing: Keras' backend.epsilon(), which
+# its MaxNorm constraint adds (keras/src/constraints/constraints.py, MaxNorm.__call__).
+MAX_NORM_EPS = 1e-7
+
 
 def frozen_backward(dW, db, dslope) -> bool:
     """Whether :meth:`Backend.dense_backward`'s ``dW``, ``db``, ``dslope`` ask for a frozen
@@ -67,6 +80,90 @@ def frozen_backward(dW, db, dslope) -> bool:
     if dW is None and dslope is not None:
         raise ValueError("dslope: must be None when dW and db are (a frozen layer's slopes are frozen too)")
     return dW is None
+
+
+def check_norm(kind, training, rows) -> None:
+    """ValueError unless ``kind`` is NORM_BATCH or NORM_LAYER and, for batch norm in
+    training, the batch has at least 2 ``rows`` (the unbiased variance divides by N - 1)."""
+    if kind not in (NORM_BATCH, NORM_LAYER):
+        raise ValueError(f"kind: {kind!r} is neither NORM_BATCH ({NORM_BATCH}) nor NORM_LAYER ({NORM_LAYER})")
+    if kind == NORM_BATCH and training and rows < 2:
+        raise ValueError(f"Z: batch norm in training needs a batch of at least 2 rows (the unbiased "
+                         f"running variance divides by N - 1); got {rows}")
+
+
+def frozen_norm_backward(db, dgamma, dbeta, dslope) -> bool:
+    """Whether :meth:`Backend.norm_backward`'s gradients ask for a frozen layer's backward
+    (``db``, ``dgamma``, ``dbeta`` and ``dslope`` all None); ValueError, naming them, for
+    any other mix with a None (the rules of :func:`frozen_backward`)."""
+    given = [name for name, array in (("db", db), ("dgamma", dgamma), ("dbeta", dbeta)) if array is not None]
+    if given and len(given) < 3:
+        raise ValueError("db, dgamma, dbeta: all arrays, or all None for a frozen layer; got arrays for "
+                         f"{', '.join(given)} only")
+    if not given and dslope is not None:
+        raise ValueError("dslope: must be None when db, dgamma and dbeta are (a frozen layer's slopes "
+                         "are frozen too)")
+    return not given
+
+
+def check_weights(weights, pred) -> None:
+    """TypeError or ValueError, naming ``weights``, unless it is None or a (N,) array of
+    the dtype of ``pred`` (N = pred.shape[0]): the row weights of a loss."""
+    if weights is not None:
+        if pred.ndim == 0:
+            raise ValueError("weights: a 0-d prediction has no rows to weight; give None")
+        _expect(weights, "weights", (pred.dtype,), pred.shape[:1])
+
+
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_INT64 = np.dtype(np.int64)
+
+
+def _expect(array, argument, dtypes, shape=None, ndims=None):
+    """TypeError or ValueError, naming ``argument``, unless ``array`` has one of ``dtypes``
+    and ``shape`` (or a number of dimensions among ``ndims``)."""
+    dtype = getattr(array, "dtype", None)
+    if dtype not in dtypes:
+        raise TypeError(f"{argument}: expected an array of dtype {' or '.join(map(str, dtypes))}; got "
+                        f"{type(array).__name__ if dtype is None else dtype}")
+    if shape is not None and array.shape != tuple(shape):
+        raise ValueError(f"{argument}: expected shape {tuple(shape)}; got {array.shape}")
+    if ndims is not None and array.ndim not in ndims:
+        raise ValueError(f"{argument}: expected {' or '.join(map(str, ndims))} dimensions; got shape {array.shape}")
+
+
+def check_noise(X, out) -> None:
+    """The arguments of :meth:`Backend.gaussian_noise`: ``out`` of X's float dtype and shape."""
+    _expect(X, "X", _FLOATS)
+    _expect(out, "out", (X.dtype,), X.shape)
+
+
+def check_mix_rows(src, perm, out, overlap) -> None:
+    """The arguments of :meth:`Backend.mix_rows`; ``overlap(a, b)`` tells whether two arrays
+    of the backend may share memory (ValueError when src and out do)."""
+    _expect(src, "src", _FLOATS, ndims=(1, 2))
+    _expect(perm, "perm", (_INT64,), src.shape[:1])
+    _expect(out, "out", (src.dtype,), src.shape)
+    if overlap(src, out):
+        raise ValueError("out: must not overlap src (mix_rows reads rows other rows were written "
+                         "from); give another array")
+
+
+def check_mix_class_targets(targets, perm, n_classes, out) -> None:
+    """The arguments of :meth:`Backend.mix_class_targets`."""
+    _expect(targets, "targets", (_INT64,), ndims=(1,))
+    _expect(perm, "perm", (_INT64,), targets.shape)
+    _expect(out, "out", _FLOATS, (targets.shape[0], n_classes))
+
+
+def check_class_weights(targets, table, out) -> None:
+    """The arguments of :meth:`Backend.class_weights`."""
+    _expect(table, "table", _FLOATS, ndims=(1,))
+    _expect(targets, "targets", (_INT64, table.dtype), ndims=(1,) if targets.dtype == _INT64 else (1, 2))
+    if targets.ndim == 2 and targets.shape[1] != 1:
+        raise ValueError(f"targets: float targets must be (N,) or (N, 1) labels of one output; got "
+                         f"shape {targets.shape}")
+    _expect(out, "out", (table.dtype,), targets.shape[:1])
 
 
 class Backend(Protocol):
@@ -156,6 +253,85 @@ class Backend(Protocol):
         """``out = a @ b`` (2-D, one float dtype) through the BLAS the dense ops call for a
         GEMM of this size: what a benchmark times as the GEMM floor of a step."""
 
+    # ---------------------------------------------------------- normalization
+    # Batch norm and layer norm as the epilogue of a dense layer's GEMM: the model computes
+    # ``Z = X @ W`` by :meth:`matmul`, then norm_forward does everything elementwise and the
+    # statistics in one op; norm_backward does the reverse before the model's GEMMs
+    # ``dW = X.T @ dZ`` and ``dX = dZ @ W.T``. Units are the M columns of Z (N, M);
+    # ``gamma``, ``beta``, ``b`` and prelu's ``slope`` are (M,). Batch norm (NORM_BATCH)
+    # normalizes each column over the N rows, layer norm (NORM_LAYER) each row over its M
+    # units; ``rstd`` is (M,) for batch norm and (N,) for layer norm.
+    def norm_forward(self, kind, Z, b, gamma, beta, eps, training, momentum, running_mean,
+                     running_var, act, act_param, slope, dropout_p, key, xhat, rstd, Y,
+                     alive=None) -> None:
+        """Fused normalization forward (torch BatchNorm1d / LayerNorm, then the activation).
+
+        With ``H = Z + b`` (in the dtype):
+
+        * batch norm in training: ``mu_j = mean_i H[i, j]``, ``var_j = mean_i (H[i, j] - mu_j)^2``
+          (the biased variance), and the running estimates move on:
+          ``running_mean = (1 - momentum) running_mean + momentum mu``,
+          ``running_var = (1 - momentum) running_var + momentum var N / (N - 1)`` (the
+          unbiased variance there); N < 2 is a ValueError (:func:`check_norm`);
+        * batch norm in evaluation (``training`` False): ``mu, var = running_mean,
+          running_var``, which are left as they are;
+        * layer norm: ``mu_i``, ``var_i`` the mean and biased variance of row i of H, the
+          same in training and evaluation; ``running_mean``, ``running_var`` and
+          ``momentum`` are unused (may be None).
+
+        Statistics are accumulated in float64 whatever the dtype, by two passes (the mean,
+        then the mean squared deviation from it), and ``running_*`` updated in float64 from
+        their values, each rounded once to the dtype: float32 data get float32-rounded
+        statistics (torch computes them in float32). Then, with ``mu`` rounded to the dtype,
+        ``rstd = 1 / sqrt(var + eps)`` (computed in float64, rounded) written to ``rstd``, and
+        in the dtype:
+
+            xhat = (H - mu) * rstd              written to ``xhat`` (N, M)
+            A    = gamma * xhat + beta          (never stored)
+            Y    = act(A) * m / (1 - p)
+
+        with ``m`` the dropout keep mask of :meth:`dense_forward` (element ``i * M + j``
+        under ``key``), its activations and prelu ``slope`` semantics, and ``alive`` as
+        there (the units where ``act(A) > 0`` on some row). ``xhat`` may be the same array
+        as Z (normalized in place, as the model keeps it for the backward); ``Y`` may be Z
+        as well, and when it is also ``xhat`` the array ends holding Y (a forward that no
+        backward follows).
+        """
+
+    def norm_backward(self, kind, dY, xhat, gamma, beta, rstd, act, act_param, slope,
+                      dropout_p, key, dZ, db, dgamma, dbeta, dslope) -> None:
+        """Fused normalization backward of a training :meth:`norm_forward`.
+
+        ``A = gamma * xhat + beta`` is recomputed (never stored) and the mask regenerated
+        from ``key``; then
+
+            u       = dY * m / (1 - p)
+            dA      = u * act'(A)
+            dgamma_j = sum_i dA[i, j] xhat[i, j]      dbeta_j = sum_i dA[i, j]
+            dslope_j = sum_i u[i, j] min(A[i, j], 0)  (prelu; None otherwise)
+            dxhat   = dA * gamma
+
+        and, through the statistics of the batch (batch norm: over the N rows of column j,
+        with ``rstd_j``) or of the row (layer norm: over the M units of row i, with
+        ``rstd_i``), the gradient of ``H = Z + b``:
+
+            batch:  dH[i, j] = rstd_j (dxhat[i, j] - mean_i dxhat[., j]
+                                        - xhat[i, j] mean_i (dxhat[., j] xhat[., j]))
+            layer:  dH[i, j] = rstd_i (dxhat[i, j] - mean_j dxhat[i, .]
+                                        - xhat[i, j] mean_j (dxhat[i, .] xhat[i, .]))
+
+        written to ``dZ`` (dZ = dH, as Z = H - b), which may be the same array as ``xhat`` or
+        as ``dY``; and ``db_j = sum_i dH[i, j]`` (near 0 for batch norm, whose output does
+        not depend on a shift of a column). Sums are taken in the dtype, each in an order
+        fixed by the shapes (bitwise the same run to run and whatever the thread count),
+        as :meth:`dense_backward`'s.
+
+        A frozen layer passes ``db``, ``dgamma``, ``dbeta`` and ``dslope`` all None: then
+        only ``dZ`` is computed (batch norm still sums the columns its dH needs, into
+        scratch). ``db``, ``dgamma`` and ``dbeta`` are all arrays or all None (else
+        ValueError), and ``dslope`` is None when they are (:func:`frozen_norm_backward`).
+        """
+
     # ----------------------------------------------------------------- losses
     # Each loss returns the reduced loss as a float (for NONE: the sum), writes the
     # per-sample losses torch returns with reduction="none" into ``losses`` and the
@@ -164,8 +340,17 @@ class Backend(Protocol):
     # ``total`` (a float64 array of shape (1,), or None): when given, the reduced loss is
     # written to ``total[0]`` on the device and the op returns None, so that a step never
     # waits for the device to hand a float back.
+    # ``weights`` ((N,) of the predictions' dtype, N their rows, or None: all ones, and the
+    # results are then bit for bit those of the unweighted loss): sample weights, Keras
+    # semantics. Row i's per-sample losses (all K of them for an elementwise loss on
+    # (N, K)) become ``w_i * loss`` (rounded in the dtype), SUM adds those, MEAN divides
+    # their sum by the same count as unweighted (N, N K, or the kept rows of class targets;
+    # not by the sum of the weights, unlike torch's class ``weight``), and the gradient
+    # of row i is ``d loss / d x * (w_i * scale)``, scale = 1 / count for MEAN else 1
+    # (``w_i * scale`` rounded in the dtype first). With weights, ``losses`` holds the
+    # weighted per-sample losses (torch's reduction="none" output times w).
     def softmax_cross_entropy(self, logits, targets, label_smoothing, ignore_index,
-                              reduction, losses, grad, total=None) -> float | None:
+                              reduction, losses, grad, total=None, weights=None) -> float | None:
         """Softmax cross-entropy on logits (N, K), torch ``cross_entropy`` semantics.
 
         With ``p = softmax(logits[i])`` and smoothing ``e``:
@@ -176,17 +361,73 @@ class Backend(Protocol):
         ``loss_i = -sum_k t_k log p_k`` and ``d loss_i / d logits = p * sum_k t_k - t``.
         """
 
-    def binary_cross_entropy(self, logits, targets, reduction, losses, grad, total=None) -> float | None:
+    def binary_cross_entropy(self, logits, targets, reduction, losses, grad, total=None,
+                             weights=None) -> float | None:
         """Sigmoid BCE on logits, elementwise, same shapes:
         ``l = max(x, 0) - x t + log(1 + exp(-|x|))``, ``dl/dx = sigmoid(x) - t``;
         MEAN divides by the number of elements."""
 
-    def mse(self, pred, targets, reduction, losses, grad, total=None) -> float | None:
+    def mse(self, pred, targets, reduction, losses, grad, total=None, weights=None) -> float | None:
         """``l = (x - t)^2`` elementwise, ``dl/dx = 2 (x - t)``; MEAN over all elements."""
 
-    def huber(self, pred, targets, delta, reduction, losses, grad, total=None) -> float | None:
+    def huber(self, pred, targets, delta, reduction, losses, grad, total=None,
+              weights=None) -> float | None:
         """torch HuberLoss: with ``d = x - t``, ``l = d^2 / 2`` if ``|d| < delta`` else
         ``delta (|d| - delta / 2)``; ``dl/dx = clip(d, -delta, delta)``; MEAN over all."""
+
+    # ----------------------------------------------------------- augmentation
+    # What fit's input_noise, mixup and class_weight do to a batch, as ops on the device
+    # (../API.md, "Augmentation"): the trainer draws the key, lam and the permutation on
+    # the host and never reads anything back. Class indices outside their range (as
+    # ignore_index) stand for no class: their one-hot row and their weight are 0, never
+    # an error (an error would cost the device a sync); the trainer validates targets.
+    def gaussian_noise(self, X, std, key, out) -> None:
+        """``out = X + s z``: Gaussian input noise of standard deviation ``s = std``.
+
+        ``z_e`` is the standard normal value of element ``e`` (its C-order position in X's
+        shape, whatever the strides) under ``key`` (:func:`kernels.rng.noise_key`), by the
+        Box-Muller formula of :mod:`kernels.rng` on two 32-bit hash words, in float64:
+
+            u1 = (h1 + 1) / 2^32,  u2 = h2 / 2^32,  z = sqrt(-2 ln u1) cos(2 pi u2)
+
+        then ``z`` and ``s`` are rounded to X's dtype, and ``s z`` and the sum computed in
+        it. The hash words are the same on every backend bit for bit, z to its libm's
+        rounding. ``out`` has X's shape and dtype and may be X (noise added in place);
+        :func:`kernels.rng.offset_key` gives a shard of rows the noise the whole batch
+        would draw there, as for dropout masks."""
+
+    def mix_rows(self, src, perm, lam, out) -> None:
+        """Mixup of rows: ``out[i] = l src[i] + r src[perm[i]]`` for ``src`` (N,) or (N, K)
+        of a float dtype and ``perm`` (N,) int64, with ``l = lam`` and ``r = 1 - lam``
+        (computed in float64) each rounded to the dtype, the products and the sum in it.
+        A ``perm[i]`` outside [0, N) adds nothing (``out[i] = l src[i]``). ``out`` has
+        src's shape and dtype and must not overlap src (ValueError): rows are read after
+        others are written. The trainer mixes inputs, float targets and, with class
+        weights, the (N,) weights of :meth:`class_weights` by it, under one ``perm``."""
+
+    def mix_class_targets(self, targets, perm, lam, n_classes, out) -> None:
+        """Mixup of class targets into distributions: ``out`` (N, K), K = ``n_classes``
+        (``out.shape[1]``, else ValueError), of a float dtype,
+
+            out[i] = l onehot(targets[i]) + r onehot(targets[perm[i]])
+
+        with ``l``, ``r`` of :meth:`mix_rows` (bit for bit mix_rows of the one-hot rows:
+        ``l + r`` in the dtype where both classes agree). ``targets`` and ``perm`` (N,)
+        int64; onehot(c) is the zero row for c outside [0, K), and so is the second term
+        for a ``perm[i]`` outside [0, N). :meth:`softmax_cross_entropy` takes ``out`` as
+        its distribution targets."""
+
+    def class_weights(self, targets, table, out) -> None:
+        """Per-row weights of a class weighting: ``out[i] = table[c_i]`` (0 for ``c_i``
+        outside [0, C)), ``table`` (C,) and ``out`` (N,) of one float dtype, where ``c_i``
+        is
+
+        * ``targets[i]`` for class targets (N,) int64 (an ``ignore_index`` row gets 0);
+        * for float targets (N,) or (N, 1) of the table's dtype (one sigmoid output's 0/1
+          labels): ``c_i = 1 if targets[i] > 0.5 else 0``, the class metric_sums'
+          accuracy reads (NaN: class 0).
+
+        ``out`` is what the losses take as ``weights``."""
 
     # ------------------------------------------------------------- optimizers
     # Parameters, gradients and state are flat 1-D arrays of one length. The flat buffer
@@ -196,32 +437,63 @@ class Backend(Protocol):
     # (clip_value = inf disables clamping; seg_scale carries norm clipping), then applies
     # the optimizer with weight decay ``seg_decay[s]`` (0 where a segment is exempt).
     # ``grads`` is never written. Updates are in place; ``step`` counts from 1.
+    # ``seg_l1`` (S,) float64 and ``l1_rule`` (every optimizer takes them after
+    # ``clip_value``): an L1 penalty applied after the optimizer's step, where both the value
+    # before the update (w_old) and the stepped value w are at hand. With
+    # ``t = lr * seg_l1[s]`` (in float64, then rounded to the dtype):
+    #     L1_GRADIENT (or seg_l1 None): nothing more (the penalty is in the gradient,
+    #                  see grad_sq_norms);
+    #     L1_CLIPPED:  w -= min(t, |w_old|) * sign(w_old)  (the lecture's rule: the penalty
+    #                  moves a weight towards zero but never across it);
+    #     L1_PROXIMAL: w = sign(w) * max(|w| - t, 0)  (soft-thresholding, ISTA: exact zeros),
+    # with sign(0) = 0; a NaN stays NaN. Another ``l1_rule`` is a ValueError.
     # ``status`` (the record of :meth:`guard_update`, or None): when
     # ``status[GUARD_SKIP] != 0`` the update changes nothing, neither parameters nor state.
     # ``diag`` (S, 2) float64, or None (nothing more is done): the update's size per
     # segment, added in the same pass. With p the parameters before the update and p' after:
     #     diag[s, 0] += sum_{i in s} (p'_i - p_i)^2      diag[s, 1] += sum_{i in s} p_i^2
     # each term in float64 from the dtype's values (p' - p the change the update made,
-    # weight decay included). A skipped update adds nothing. Summed over an epoch's updates,
+    # weight decay and the L1 rule included). A skipped update adds nothing. Summed over an epoch's updates,
     # ``sqrt(diag[s, 0] / diag[s, 1])`` is the update-to-weight ratio ||dW|| / ||W|| of
     # segment s (root mean squares over the updates).
-    def grad_sq_norms(self, grads, offsets, clip_value, out, acc=None) -> None:
+    def grad_sq_norms(self, grads, offsets, clip_value, out, acc=None, params=None, seg_l1=None,
+                      seg_l2=None, l1_in_gradient=True, total=None) -> None:
         """``out[s] = sum_{i in s} clip(grads[i], -clip_value, clip_value)^2`` (float64);
         ``acc`` (S,) float64, or None: when given, also ``acc[s] += out[s]`` (a sum over
-        steps kept on the device)."""
+        steps kept on the device).
+
+        L2 and L1 penalties ``sum_s (seg_l2[s] / 2 ||w_s||^2 + seg_l1[s] ||w_s||_1)`` on the
+        parameters ``params`` (the flat buffer of ``grads``' shape and dtype; None: no
+        penalty, nothing below is done), in the same pass: ``seg_l1`` and ``seg_l2`` (S,)
+        float64 are then required (0 where a segment is exempt). First, in place, with
+        ``l2 = seg_l2[s]`` and ``l1 = seg_l1[s]`` rounded to the dtype, the penalty's gradient
+        joins the loss gradient (before any clipping):
+
+            grads[i] = grads[i] + l2 params[i] + l1 sign(params[i])     (sign(0) = 0)
+
+        (the l1 term only when ``l1_in_gradient``; the optimizers' ``l1_rule`` applies it
+        otherwise); ``out`` is then computed from these gradients. ``total`` ((1,) float64,
+        or None: not computed), e.g. the loss's ``total``: the penalty's value is added::
+
+            total[0] += sum_s (seg_l2[s] / 2 sum_{i in s} params[i]^2 + seg_l1[s] sum_{i in s} |params[i]|)
+
+        with the sums in float64 from the dtype's values, the l1 term counted whether or not
+        it is in the gradient. Its d/d params[i] is the term added to ``grads[i]``."""
 
     def sgd(self, params, grads, momentum_buf, offsets, seg_scale, seg_decay, clip_value,
-            lr, momentum, dampening, nesterov, first_step, status=None, diag=None) -> None:
-        """torch SGD: ``g += wd p``; with momentum ``buf = g`` on the first step else
+            seg_l1, l1_rule, lr, momentum, dampening, nesterov, decoupled, first_step,
+            status=None, diag=None) -> None:
+        """torch SGD, or SGDW. Decay: SGDW (``decoupled``) ``p *= 1 - lr wd`` first, SGD
+        ``g += wd p``; with momentum ``buf = g`` on the first step else
         ``buf = momentum buf + (1 - dampening) g``; ``g = g + momentum buf`` (nesterov) or
         ``g = buf``; ``p -= lr g``. ``momentum_buf`` is unused when ``momentum == 0``."""
 
     def adagrad(self, params, grads, state_sum, offsets, seg_scale, seg_decay, clip_value,
-                lr, eps, status=None, diag=None) -> None:
+                seg_l1, l1_rule, lr, eps, status=None, diag=None) -> None:
         """torch Adagrad: ``g += wd p``; ``sum += g^2``; ``p -= lr g / (sqrt(sum) + eps)``."""
 
     def rmsprop(self, params, grads, square_avg, grad_avg, momentum_buf, offsets, seg_scale,
-                seg_decay, clip_value, lr, alpha, eps, momentum, centered, status=None,
+                seg_decay, clip_value, seg_l1, l1_rule, lr, alpha, eps, momentum, centered, status=None,
                 diag=None) -> None:
         """torch RMSprop: ``g += wd p``; ``v = alpha v + (1 - alpha) g^2``; centered:
         ``ga = alpha ga + (1 - alpha) g`` and ``avg = sqrt(v - ga^2) + eps``, else
@@ -229,12 +501,12 @@ class Backend(Protocol):
         ``p -= lr buf``; else ``p -= lr g / avg``."""
 
     def adadelta(self, params, grads, square_avg, acc_delta, offsets, seg_scale, seg_decay,
-                 clip_value, lr, rho, eps, status=None, diag=None) -> None:
+                 clip_value, seg_l1, l1_rule, lr, rho, eps, status=None, diag=None) -> None:
         """torch Adadelta: ``g += wd p``; ``v = rho v + (1 - rho) g^2``;
         ``d = sqrt(u + eps) / sqrt(v + eps) g``; ``u = rho u + (1 - rho) d^2``; ``p -= lr d``."""
 
     def adam(self, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, offsets, seg_scale,
-             seg_decay, clip_value, lr, beta1, beta2, eps, step, decoupled, amsgrad,
+             seg_decay, clip_value, seg_l1, l1_rule, lr, beta1, beta2, eps, step, decoupled, amsgrad,
              status=None, diag=None) -> None:
         """torch Adam / AdamW. Decay: AdamW (``decoupled``) ``p *= 1 - lr wd``, Adam
         ``g += wd p``. ``m = beta1 m + (1 - beta1) g``; ``v = beta2 v + (1 - beta2) g^2``;
@@ -243,13 +515,28 @@ class Backend(Protocol):
         ``max_exp_avg_sq`` is unused without amsgrad."""
 
     def nadam(self, params, grads, exp_avg, exp_avg_sq, offsets, seg_scale, seg_decay,
-              clip_value, lr, beta1, beta2, eps, step, mu, mu_next, mu_product, status=None,
+              clip_value, seg_l1, l1_rule, lr, beta1, beta2, eps, step, mu, mu_next, mu_product, status=None,
               diag=None) -> None:
         """torch NAdam, with the momentum schedule ``mu_t`` computed by the caller and
         ``mu_product = prod_{k<=t} mu_k``: ``g += wd p``; ``m``, ``v`` as in Adam;
         ``denom = sqrt(v / (1 - beta2^t)) + eps``;
         ``p -= lr (1 - mu) / (1 - mu_product) g / denom``;
         ``p -= lr mu_next / (1 - mu_product mu_next) m / denom``."""
+
+    # ------------------------------------------------------------ constraints
+    def max_norm(self, W, max_norm_value, status=None) -> None:
+        """Keras ``MaxNorm(max_value=c, axis=0)`` on a weight matrix ``W`` (fan_in, fan_out),
+        in place: each column (a unit's incoming weights) is rescaled,
+
+            n_j = sqrt(sum_i W[i, j]^2)      W[:, j] = W[:, j] * min(n_j, c) / (MAX_NORM_EPS + n_j)
+
+        (Keras' formula, keras/src/constraints/constraints.py; its epsilon, 1e-7), so that
+        ``n_j <= c`` after it; a column already within c is scaled by
+        ``n_j / (MAX_NORM_EPS + n_j)``, a zero column stays zero. ``n_j`` and the factor are
+        computed in float64 from the dtype's values (each column's sum in a fixed order:
+        the same bits on every run), the product rounded once to the dtype. ``status``
+        (guard_update's record, or None): when ``status[GUARD_SKIP] != 0`` nothing changes,
+        as for the update it follows."""
 
     # ---------------------------------------------------- decisions of a step
     # What the trainer decides between the backward and the update, and the metrics it

@@ -1,4 +1,5 @@
-// Host entry points of kernels/cuda/optim_math.cuh for tests/test_cuda_host_optim.py.
+// Host entry points of kernels/cuda/optim_math.cuh (and constraints.cuh's max_norm) for
+// tests/test_cuda_host_optim.py.
 //
 // Each <kernel>_<f32|f64> takes the grid it stands for (update: `threads`, norm partials:
 // `blocks`) and then exactly the parameters of the kernel of the same name in
@@ -10,8 +11,10 @@
 // sums of each piece added in thread order (the device's tree only changes rounding).
 // sq_norm_totals and update_tally_totals take the kernel's parameters alone: one pass
 // over the segments.
+#include "constraints.cuh"
 #include "optim_math.cuh"
 
+namespace fc = fd::constraints;
 namespace fo = fd::optim;
 
 template <typename T, typename Op>
@@ -23,8 +26,8 @@ static void run(OPTIM_FLAT_PARAMS(T), double* partials, long long chunk, long lo
         return;
     }
     if (fo::skip_update(skip)) return;
-    const fo::Flat<T> b{params, grads, state1, state2, state3, offsets, segments,
-                        seg_scale, seg_decay, n, clip_value};
+    const fo::Flat<T> b{params, grads, state1, state2, state3, offsets, segments, seg_scale,
+                        seg_decay, n, clip_value, seg_l1, l1_lr, l1_rule};
     const long long slots = fo::tally_slots(n, chunk, segments);
     for (long long block = 0; block < slots - segments; ++block) {
         const long long start = block * chunk;
@@ -43,18 +46,48 @@ static void run(OPTIM_FLAT_PARAMS(T), double* partials, long long chunk, long lo
 }
 
 template <typename T>
-static void norm_partials(long long blocks, const T* grads, const long long* offsets,
+static void norm_partials(long long blocks, T* grads, const long long* offsets,
                           long long segments, long long n, long long chunk, T clip_value,
-                          double* partials) {
+                          double* partials, const T* params, const double* seg_l1,
+                          const double* seg_l2, int l1_in_gradient) {
+    const long long slots = blocks + segments;
     for (long long block = 0; block < blocks; ++block) {
         const long long start = block * chunk;
         const long long stop = start + chunk < n ? start + chunk : n;
         fo::for_each_piece(offsets, segments, start, stop,
                            [&](long long s, long long begin, long long end) {
-            double sum = 0.0;
-            for (long long i = begin; i < end; ++i) sum += fo::clipped_square(grads[i], clip_value);
+            double sum = 0.0, param_sq = 0.0, param_abs = 0.0;
+            for (long long i = begin; i < end; ++i) {
+                if (params != nullptr) {
+                    grads[i] = fo::penalized_grad(grads[i], params[i], T(seg_l2[s]), T(seg_l1[s]),
+                                                  l1_in_gradient != 0);
+                    param_sq += double(params[i]) * double(params[i]);
+                    param_abs += fd::fabs(double(params[i]));
+                }
+                sum += fo::clipped_square(grads[i], clip_value);
+            }
             partials[fo::partial_slot(block, s)] = sum;
+            if (params != nullptr) {
+                partials[slots + fo::partial_slot(block, s)] = param_sq;
+                partials[2 * slots + fo::partial_slot(block, s)] = param_abs;
+            }
         });
+    }
+}
+
+// max_norm_columns of constraints.cu, column after column: each column's ROW_LANES
+// partials (fc::column_sq_partial), added by the kernel's pairwise tree, then rescaled.
+template <typename T>
+static void max_norm_columns(T* W, long long rows, long long cols, double max_norm_value,
+                             double eps) {
+    for (long long j = 0; j < cols; ++j) {
+        double sums[fc::ROW_LANES];
+        for (int lane = 0; lane < fc::ROW_LANES; ++lane)
+            sums[lane] = fc::column_sq_partial(W, rows, cols, j, lane, fc::ROW_LANES);
+        for (int half = fc::ROW_LANES / 2; half > 0; half /= 2)
+            for (int lane = 0; lane < half; ++lane) sums[lane] += sums[lane + half];
+        const double factor = fc::max_norm_factor(sums[0], max_norm_value, eps);
+        for (long long i = 0; i < rows; ++i) W[i * cols + j] = fc::rescaled(W[i * cols + j], factor);
     }
 }
 
@@ -62,10 +95,10 @@ static void norm_partials(long long blocks, const T* grads, const long long* off
     extern "C" void sgd_step_##suffix(long long threads, OPTIM_FLAT_PARAMS(T),                 \
                                       OPTIM_TALLY_PARAMS, T lr, T momentum,                    \
                                       T one_minus_dampening, int use_momentum, int nesterov,   \
-                                      int first_step) {                                        \
+                                      int first_step, int decoupled) {                         \
         run(OPTIM_FLAT_ARGS, partials, chunk, threads,                                         \
             fo::Sgd<T>{lr, momentum, one_minus_dampening, use_momentum != 0, nesterov != 0,    \
-                       first_step != 0});                                                      \
+                       first_step != 0, decoupled != 0});                                      \
     }                                                                                          \
     extern "C" void adagrad_step_##suffix(long long threads, OPTIM_FLAT_PARAMS(T),             \
                                           OPTIM_TALLY_PARAMS, T lr, T eps) {                   \
@@ -101,11 +134,18 @@ static void norm_partials(long long blocks, const T* grads, const long long* off
             fo::Nadam<T>{beta1, one_minus_beta1, beta2, one_minus_beta2, eps, bc2, grad_coef,  \
                          avg_coef});                                                           \
     }                                                                                          \
-    extern "C" void sq_norm_partials_##suffix(long long blocks, const T* grads,                \
+    extern "C" void sq_norm_partials_##suffix(long long blocks, T* grads,                      \
                                               const long long* offsets, long long segments,    \
                                               long long n, long long chunk, T clip_value,      \
-                                              double* partials) {                              \
-        norm_partials(blocks, grads, offsets, segments, n, chunk, clip_value, partials);       \
+                                              double* partials, const T* params,               \
+                                              const double* seg_l1, const double* seg_l2,      \
+                                              int l1_in_gradient) {                            \
+        norm_partials(blocks, grads, offsets, segments, n, chunk, clip_value, partials, params, \
+                      seg_l1, seg_l2, l1_in_gradient);                                         \
+    }                                                                                          \
+    extern "C" void max_norm_columns_##suffix(T* W, long long rows, long long cols,            \
+                                              double max_norm_value, double eps) {             \
+        max_norm_columns(W, rows, cols, max_norm_value, eps);                                  \
     }
 
 OPTIM_HOST_ENTRIES(float, f32)
@@ -113,11 +153,14 @@ OPTIM_HOST_ENTRIES(double, f64)
 
 extern "C" void sq_norm_totals(const double* partials, const long long* offsets,
                                long long segments, long long chunk, long long blocks,
-                               double* out, double* acc) {
+                               double* out, double* acc, const double* seg_l1,
+                               const double* seg_l2, double* total) {
     for (long long s = 0; s < segments; ++s) {
         out[s] = fo::sq_norm_total(partials, offsets, s, chunk, blocks);
         if (acc != nullptr) acc[s] += out[s];
     }
+    if (segments > 0 && total != nullptr)
+        total[0] += fo::penalty_total(partials, offsets, segments, chunk, blocks, seg_l1, seg_l2);
 }
 
 extern "C" void update_tally_totals(const double* partials, const long long* offsets,

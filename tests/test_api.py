@@ -22,7 +22,7 @@ PUBLIC = {
     "MLP": ("model",), "load_model": ("io", "model"),
     "MSE": ("losses",), "Huber": ("losses",), "SoftmaxCrossEntropy": ("losses",), "BinaryCrossEntropy": ("losses",),
     "SGD": ("optim",), "Adagrad": ("optim",), "RMSprop": ("optim",), "Adadelta": ("optim",), "Adam": ("optim",),
-    "AdamW": ("optim",), "NAdam": ("optim",),
+    "AdamW": ("optim",), "NAdam": ("optim",), "SGDW": ("optim",),
     "Trainer": ("trainer",), "EarlyStopping": ("callbacks",),
 }
 SUBMODULES = ["activations", "schedules", "metrics", "optim", "losses", "callbacks"]
@@ -35,6 +35,7 @@ SUBMODULE_NAMES = {
 # API.md's addition to every optimizer.
 OPTIMIZER_SIGNATURES = {
     "SGD": [("lr", EMPTY), ("momentum", 0.0), ("dampening", 0.0), ("nesterov", False), ("weight_decay", 0.0)],
+    "SGDW": [("lr", EMPTY), ("momentum", 0.0), ("dampening", 0.0), ("nesterov", False), ("weight_decay", 0.0)],
     "Adagrad": [("lr", 1e-2), ("eps", 1e-10), ("initial_accumulator_value", 0.0), ("weight_decay", 0.0)],
     "RMSprop": [("lr", 1e-2), ("alpha", 0.99), ("eps", 1e-8), ("momentum", 0.0), ("centered", False),
                 ("weight_decay", 0.0)],

@@ -10,7 +10,8 @@ NumPy buffers, so index and launch bugs of the CUDA kernels show without a devic
 case runs in a forked process (the emulator aborts on an error), killed after
 FUSEDENSE_OCELOT_TIMEOUT seconds (300 by default; the slowest case takes about 10).
 
-1. Every kernel test of tests/test_kernels_{dense,optim,decisions,losses}.py that takes
+1. Every kernel test of tests/test_kernels_{dense,optim,decisions,losses,norm,loss_weights,
+   augment}.py that takes
    the ``fast`` (or ``any_backend``) fixture runs again with it = the emulated kernels.cuda, unchanged:
    same cases, same comparisons with kernels.reference. Warp shuffles run through the
    emulator-only stand-in of fd::shfl_xor (tests/emulated_cuda.py); a kernel whose PTX
@@ -36,9 +37,12 @@ pytest.importorskip("cupy", reason="kernels.cuda needs CuPy installed (no device
 
 import emulated_cuda  # noqa: E402
 import kernels.reference as reference  # noqa: E402
+import test_kernels_augment  # noqa: E402
 import test_kernels_decisions  # noqa: E402
 import test_kernels_dense as dense_tests  # noqa: E402
+import test_kernels_loss_weights  # noqa: E402
 import test_kernels_losses  # noqa: E402
+import test_kernels_norm  # noqa: E402
 import test_kernels_optim as optim_tests  # noqa: E402
 from kernels import spec  # noqa: E402
 from kernels.cuda import compiler, dense, losses, optim  # noqa: E402
@@ -72,7 +76,8 @@ def _emulated(test):
     return run
 
 
-for _module in (dense_tests, optim_tests, test_kernels_decisions, test_kernels_losses):
+for _module in (dense_tests, optim_tests, test_kernels_decisions, test_kernels_losses,
+                test_kernels_norm, test_kernels_loss_weights, test_kernels_augment):
     for _name, _test in vars(_module).items():
         if (_name.startswith("test_") and inspect.isfunction(_test)
                 and {"fast", "any_backend"} & set(inspect.signature(_test).parameters)):

@@ -149,17 +149,19 @@ def host_keep_bits(lib, indices, key, p):
     return out.astype(bool)
 
 
-def python_keep_bit(index, key, p):
+def python_word(index, key_lo, key_hi):
     """The hash of kernels/rng.py's docstring, in Python integers."""
-    key_lo, key_hi = key & 0xFFFFFFFF, key >> 32
     x = (index * 0x9E3779B1 + key_lo) % 2**32
     x ^= key_hi
     x ^= x >> 16
     x = x * 0x21F0AAAD % 2**32
     x ^= x >> 15
     x = x * 0x735A2D97 % 2**32
-    x ^= x >> 15
-    return x >= math.floor(p * 2**32)
+    return x ^ (x >> 15)
+
+
+def python_keep_bit(index, key, p):
+    return python_word(index, key & 0xFFFFFFFF, key >> 32) >= math.floor(p * 2**32)
 
 
 @pytest.mark.parametrize("p", DROPOUT_P)

@@ -94,7 +94,7 @@ class HostLauncher:
         self.launches = []
 
     def __call__(self, kernel, params, grads, states, offsets, seg_scale, seg_decay, clip_value,
-                 status, floats, flags, diag=None):
+                 l1, status, floats, flags, diag=None):
         buffers = [params, grads] + [None if slot is None else slot[1] for slot in states]
         if params.size:  # an empty array has no address to speak of
             assert all(b.ctypes.data % 16 == 0 for b in buffers if b is not None) == self.aligned
@@ -105,8 +105,8 @@ class HostLauncher:
             chunk = self.chunk or self.optim._norm_layout(n)[0]
             partials = np.full(2 * (-(-n // chunk) + segments), np.nan)
         args = self.optim._update_args(params, grads, buffers[2:], offsets, seg_scale, seg_decay,
-                                       clip_value, status, floats, flags, self.aligned, partials,
-                                       chunk)
+                                       clip_value, self.optim._l1_rule(*l1), status, floats,
+                                       flags, self.aligned, partials, chunk)
         self.launches.append((f"{kernel}<{C_TYPES[params.dtype.type]}>", args))
         if diag is not None and params.size == 0:
             return  # as _update: nothing to launch
@@ -328,6 +328,107 @@ def test_host_arrays_are_refused(optim):
     params, grads, offsets, seg_scale, seg_decay = flat_problem([3, 2], np.float32, seed=6)
     with pytest.raises(TypeError, match="params must be a CuPy array"):
         optim.adagrad(params, grads[0], np.zeros_like(params), offsets, seg_scale, seg_decay,
-                      math.inf, 0.1, 1e-10)
+                      math.inf, None, spec.L1_GRADIENT, 0.1, 1e-10)
     with pytest.raises(TypeError, match="grads must be a CuPy array"):
         optim.grad_sq_norms(grads[0], offsets, math.inf, np.zeros(2))
+
+
+# ------------------------------------------------- penalties and constraints (issue 9)
+L1_RULES = {"clipped": spec.L1_CLIPPED, "proximal": spec.L1_PROXIMAL}
+
+
+def l1_coefficients(sizes):
+    """0.5, 1.0, ... on even segments (weights), 0 on odd ones (biases)."""
+    return np.array([0.5 * (s + 1) if s % 2 == 0 else 0.0 for s in range(len(sizes))])
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+@pytest.mark.parametrize("rule", L1_RULES)
+def test_update_with_l1_rule_rounds_as_the_reference(host, dtype, name, rule):
+    """optim_math.cuh's l1_after_step after every optimizer, bit for bit against the
+    reference (its min, abs, sign and one product by +-1 or a max round as NumPy's)."""
+    op, state_names, hyper, per_step = OPTIMIZERS[name]
+    sizes = HOST_LAYOUTS["odd"]
+    args = (op, sizes, dtype, CLIPS["clip"], state_names, hyper, per_step)
+    l1 = (l1_coefficients(sizes), L1_RULES[rule])
+    got, expected = run_steps(host, *args, l1=l1), run_steps(reference, *args, l1=l1)
+    for step_got, step_expected in zip(got, expected):
+        for buffer in step_expected:
+            np.testing.assert_array_equal(step_got[buffer], step_expected[buffer],
+                                          err_msg=f"{name} {rule}: {buffer}")
+    assert not np.array_equal(expected[-1]["params"], run_steps(reference, *args)[-1]["params"])
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_l1_rule_argument_types(host, signatures, dtype, name):
+    """seg_l1 (a double pointer), the rule's lr (double) and the rule (int)."""
+    op, state_names, hyper, per_step = OPTIMIZERS[name]
+    params, grads, *segments = flat_problem(HOST_LAYOUTS["odd"], dtype, seed=4)
+    buffers = [host.to_device(a, dtype)
+               for a in [params, grads[0]] + [np.zeros_like(params)] * len(state_names)]
+    getattr(host, op)(*buffers, *(host.to_device(a, a.dtype) for a in segments), CLIPS["clip"],
+                      l1_coefficients(HOST_LAYOUTS["odd"]), spec.L1_PROXIMAL, *hyper[2:], *per_step(1))
+    (kernel, args), = host.launcher.launches
+    assert_argument_types(signatures[kernel], args, kernel)
+
+
+def run_penalized_norms(optim, lib, grads, params, offsets, chunk, l1_in_gradient, total):
+    """grads (written), out and total of grad_sq_norms with a penalty, through the
+    kernels' arguments, the partials given NaN first."""
+    segments = offsets.size - 1
+    blocks = -(-grads.size // chunk)
+    partials = np.full(3 * (blocks + segments), np.nan)
+    out = np.full(segments, -1.0)
+    penalty = (params, l1_coefficients(offsets[1:]) / 50, l1_coefficients(offsets[1:]) / 5,
+               l1_in_gradient, total)
+    partial_args, total_args = optim._norm_args(grads, offsets, 0.5, chunk, blocks, partials, out,
+                                                None, penalty)
+    if blocks:
+        getattr(lib, f"sq_norm_partials_{SUFFIX[grads.dtype]}")(ctypes.c_longlong(blocks),
+                                                                *map(c_argument, partial_args))
+    lib.sq_norm_totals(*map(c_argument, total_args))
+    return out, (partial_args, total_args), penalty
+
+
+@pytest.mark.parametrize("layout", HOST_LAYOUTS)
+@pytest.mark.parametrize("chunk", ["layout", 1, 64])
+@pytest.mark.parametrize("l1_in_gradient", [True, False])
+def test_grad_sq_norms_with_penalty(optim, lib, dtype, layout, chunk, l1_in_gradient):
+    """The gradient bit for bit (penalized_grad rounds as the reference), the norms and the
+    penalty's value (penalty_total over the partials' halves) at float64 rounding."""
+    params, grads, offsets, _, _ = flat_problem(HOST_LAYOUTS[layout], dtype, seed=8)
+    params[3::7] = 0
+    chunk = optim._norm_layout(params.size)[0] if chunk == "layout" else chunk
+    g, total = grads[0].copy(), np.array([0.25])
+    out, _, penalty = run_penalized_norms(optim, lib, g, params, offsets, chunk, l1_in_gradient, total)
+    g_ref, out_ref, total_ref = grads[0].copy(), np.zeros(offsets.size - 1), np.array([0.25])
+    reference.grad_sq_norms(g_ref, offsets, 0.5, out_ref, None, params, penalty[1], penalty[2],
+                            l1_in_gradient, total_ref)
+    np.testing.assert_array_equal(g, g_ref)
+    np.testing.assert_allclose(out, out_ref, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(total, total_ref, rtol=1e-12, atol=0)
+
+
+def test_penalized_norm_argument_types(optim, lib, signatures, dtype):
+    params, grads, offsets, _, _ = flat_problem(HOST_LAYOUTS["model"], dtype, seed=5)
+    _, (partial_args, total_args), _ = run_penalized_norms(optim, lib, grads[0], params, offsets, 4099,
+                                                           True, np.zeros(1))
+    assert_argument_types(signatures[f"sq_norm_partials<{C_TYPES[np.dtype(dtype).type]}>"],
+                          partial_args, "sq_norm_partials")
+    assert_argument_types(signatures["sq_norm_totals"], total_args, "sq_norm_totals")
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (37, 33), (3000, 3), (2, 70)])
+def test_max_norm_columns(lib, dtype, shape):
+    """constraints.cuh's column math in the kernel's order against the reference."""
+    from kernels.spec import MAX_NORM_EPS
+
+    rs = np.random.default_rng(shape[0])
+    W = (rs.standard_normal(shape) * rs.uniform(0, 4 / math.sqrt(shape[0]), shape[1])).astype(dtype)
+    W[:, 0] = 0
+    got, expected = W.copy(), W.copy()
+    cuda_host.call(lib, f"max_norm_columns_{SUFFIX[np.dtype(dtype)]}", got, shape[0], shape[1], 1.0,
+                   MAX_NORM_EPS)
+    reference.max_norm(expected, 1.0)
+    # The column sums add in another order: float64 rounding, then one rounding to the dtype.
+    np.testing.assert_allclose(got, expected, rtol=1e-12 if dtype == np.float64 else 1.2e-7, atol=0)

@@ -23,8 +23,8 @@ from kernels.rng import dropout_key
 from test_cuda_host_optim import (HOST_LAYOUTS, SMALL_LAYOUTS, assert_argument_types,  # noqa: F401
                                   host, lib, optim, run_norms, signatures)
 from test_kernels_dense import parallel_cpu  # noqa: F401  (a fixture)
-from test_kernels_optim import (CLIPS, LAYOUTS, OPTIMIZERS, STEPS, assert_history_close, flat_problem,
-                                run_steps)
+from test_kernels_optim import (CLIPS, LAYOUTS, NO_L1, OPTIMIZERS, STEPS, assert_history_close,
+                                flat_problem, run_steps)
 
 BACKENDS = [pytest.param("reference"), pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.gpu)]
 
@@ -239,8 +239,8 @@ def test_sgd_update_ratio_is_lr_times_the_gradient_norm(backend, dtype):
     diag = backend.to_device(np.zeros((len(sizes), 2)), np.float64)
     backend.sgd(backend.to_device(params.copy(), dtype), backend.to_device(grads[0], dtype), None,
                 backend.to_device(offsets, np.int64), backend.to_device(np.ones(4), np.float64),
-                backend.to_device(np.zeros(4), np.float64), math.inf, lr, 0.0, 0.0, False, True,
-                diag=diag)
+                backend.to_device(np.zeros(4), np.float64), math.inf, *NO_L1, lr, 0.0, 0.0, False,
+                False, True, diag=diag)
     diag = backend.to_host(diag)
     p, g = params.astype(np.float64), grads[0].astype(np.float64)
     pieces = [slice(a, b) for a, b in zip(offsets[:-1], offsets[1:])]
@@ -272,7 +272,7 @@ def test_update_diag_into_a_view(backend):
     backend.adagrad(p, backend.to_device(grads[0], np.float64),
                     backend.to_device(np.zeros(params.size), np.float64),
                     *(backend.to_device(a, a.dtype) for a in (offsets, seg_scale, seg_decay)),
-                    math.inf, 0.05, 1e-10, diag=view)
+                    math.inf, *NO_L1, 0.05, 1e-10, diag=view)
     got = backend.to_host(base)
     history = np.array([params, backend.to_host(p)])
     np.testing.assert_allclose(got[::2], diag_by_hand(history, offsets) - PREFILL, rtol=1e-12)

@@ -230,9 +230,10 @@ def test_loss_total_path(fast, ref, dtype, shape, reduction):
 
 
 # ------------------------------------------------------------- optimizers: status skip
-# case: (op, state buffers, hyperparameters of update ``step``)
+# case: (op, state buffers, arguments after clip_value of update ``step``: no L1 rule
+# after the step, then the hyperparameters)
 OPTIMIZERS = {
-    "sgd": ("sgd", 1, lambda step: (0.1, 0.9, 0.0, True, step == 1)),
+    "sgd": ("sgd", 1, lambda step: (0.1, 0.9, 0.0, True, False, step == 1)),
     "adagrad": ("adagrad", 1, lambda step: (0.1, 1e-10)),
     "rmsprop": ("rmsprop", 3, lambda step: (0.01, 0.99, 1e-8, 0.5, True)),
     "adadelta": ("adadelta", 2, lambda step: (1.0, 0.9, 1e-6)),
@@ -259,7 +260,7 @@ def test_status_skip_leaves_everything_bit_identical(any_backend, dtype, name, s
     rng = np.random.default_rng(2)
     offsets = fast.to_device(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64), np.int64)
     common = (offsets, fast.to_device(rng.uniform(0.5, 1.0, len(sizes)), np.float64),
-              fast.to_device(np.full(len(sizes), 0.01), np.float64), 0.9)
+              fast.to_device(np.full(len(sizes), 0.01), np.float64), 0.9, None, spec.L1_GRADIENT)
     params = fast.to_device(rng.normal(size=n), dtype)
     state = [fast.to_device(np.zeros(n), dtype) for _ in range(n_state)]
     op = getattr(fast, op_name)

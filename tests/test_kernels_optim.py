@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import TOLERANCES
+from kernels import spec
 from test_kernels_dense import parallel_cpu  # noqa: F401  (a fixture)
 
 # Segment sizes: a large weight spanning several parallel blocks (the CPU backend's
@@ -41,11 +42,15 @@ def state_buffers(backend, n, dtype, names, fill=0.0):
     return {name: backend.to_device(np.full(n, fill), dtype) for name in names}
 
 
-def run_steps(backend, op, sizes, dtype, clip_value, state_names, hyper, per_step, seed=0):
-    """params and state after each of STEPS steps of ``op``; checks grads stay untouched."""
+def run_steps(backend, op, sizes, dtype, clip_value, state_names, hyper, per_step, seed=0, l1=None):
+    """params and state after each of STEPS steps of ``op``; checks grads stay untouched.
+    ``l1``: None, or the (seg_l1 host array, l1_rule) that replace hyper's NO_L1."""
     params, grads, *segments = flat_problem(sizes, dtype, seed)
     offsets, seg_scale, seg_decay = (backend.to_device(a, a.dtype) for a in segments)
     params = backend.to_device(params, dtype)
+    if l1 is not None:
+        assert hyper[:2] == NO_L1
+        hyper = (backend.to_device(l1[0], np.float64), l1[1], *hyper[2:])
     state = state_buffers(backend, params.size, dtype, state_names)
     history = []
     for step in range(1, STEPS + 1):
@@ -81,27 +86,33 @@ def no_step_args(step):
     return ()
 
 
-# name: (op, state buffers, hyperparameters after clip_value, per-step arguments)
+# What every optimizer takes after clip_value before its hyperparameters: seg_l1 and
+# l1_rule, here no L1 rule after the step (run_steps' ``l1`` replaces them).
+NO_L1 = (None, spec.L1_GRADIENT)
+
+# name: (op, state buffers, arguments after clip_value, per-step arguments)
 OPTIMIZERS = {
-    "sgd": ("sgd", ["momentum_buf"], (0.1, 0.0, 0.0, False), lambda s: (s == 1,)),
-    "sgd_momentum": ("sgd", ["momentum_buf"], (0.1, 0.9, 0.0, False), lambda s: (s == 1,)),
-    "sgd_dampening": ("sgd", ["momentum_buf"], (0.1, 0.9, 0.3, False), lambda s: (s == 1,)),
-    "sgd_nesterov": ("sgd", ["momentum_buf"], (0.1, 0.9, 0.0, True), lambda s: (s == 1,)),
-    "adagrad": ("adagrad", ["state_sum"], (0.05, 1e-10), no_step_args),
+    "sgd": ("sgd", ["momentum_buf"], (*NO_L1, 0.1, 0.0, 0.0, False, False), lambda s: (s == 1,)),
+    "sgd_momentum": ("sgd", ["momentum_buf"], (*NO_L1, 0.1, 0.9, 0.0, False, False), lambda s: (s == 1,)),
+    "sgd_dampening": ("sgd", ["momentum_buf"], (*NO_L1, 0.1, 0.9, 0.3, False, False), lambda s: (s == 1,)),
+    "sgd_nesterov": ("sgd", ["momentum_buf"], (*NO_L1, 0.1, 0.9, 0.0, True, False), lambda s: (s == 1,)),
+    "sgdw": ("sgd", ["momentum_buf"], (*NO_L1, 0.1, 0.0, 0.0, False, True), lambda s: (s == 1,)),
+    "sgdw_nesterov": ("sgd", ["momentum_buf"], (*NO_L1, 0.1, 0.9, 0.0, True, True), lambda s: (s == 1,)),
+    "adagrad": ("adagrad", ["state_sum"], (*NO_L1, 0.05, 1e-10), no_step_args),
     "rmsprop": ("rmsprop", ["square_avg", "grad_avg", "momentum_buf"],
-                (0.01, 0.99, 1e-8, 0.0, False), no_step_args),
+                (*NO_L1, 0.01, 0.99, 1e-8, 0.0, False), no_step_args),
     "rmsprop_centered": ("rmsprop", ["square_avg", "grad_avg", "momentum_buf"],
-                         (0.01, 0.9, 1e-8, 0.0, True), no_step_args),
+                         (*NO_L1, 0.01, 0.9, 1e-8, 0.0, True), no_step_args),
     "rmsprop_momentum": ("rmsprop", ["square_avg", "grad_avg", "momentum_buf"],
-                         (0.01, 0.99, 1e-8, 0.9, False), no_step_args),
+                         (*NO_L1, 0.01, 0.99, 1e-8, 0.9, False), no_step_args),
     "rmsprop_centered_momentum": ("rmsprop", ["square_avg", "grad_avg", "momentum_buf"],
-                                  (0.01, 0.9, 1e-8, 0.5, True), no_step_args),
-    "adadelta": ("adadelta", ["square_avg", "acc_delta"], (1.0, 0.9, 1e-6), no_step_args),
+                                  (*NO_L1, 0.01, 0.9, 1e-8, 0.5, True), no_step_args),
+    "adadelta": ("adadelta", ["square_avg", "acc_delta"], (*NO_L1, 1.0, 0.9, 1e-6), no_step_args),
 }
 for decoupled in (False, True):
     for amsgrad in (False, True):
         OPTIMIZERS[f"adam{'w' if decoupled else ''}{'_amsgrad' if amsgrad else ''}"] = (
-            "adam", ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"], (1e-3, 0.9, 0.999, 1e-8),
+            "adam", ["exp_avg", "exp_avg_sq", "max_exp_avg_sq"], (*NO_L1, 1e-3, 0.9, 0.999, 1e-8),
             lambda s, d=decoupled, a=amsgrad: (s, d, a))
 
 
@@ -114,7 +125,7 @@ def nadam_schedule(step, beta1=0.9, momentum_decay=4e-3):
     return step, mu, mu_next, mu_product
 
 
-OPTIMIZERS["nadam"] = ("nadam", ["exp_avg", "exp_avg_sq"], (2e-3, 0.9, 0.999, 1e-8), nadam_schedule)
+OPTIMIZERS["nadam"] = ("nadam", ["exp_avg", "exp_avg_sq"], (*NO_L1, 2e-3, 0.9, 0.999, 1e-8), nadam_schedule)
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
@@ -138,8 +149,8 @@ def test_optimizer_propagates_non_finite(fast):
     params, g, offsets, seg_scale, seg_decay = (fast.to_device(a, a.dtype) for a in
                                                 (params, g, offsets, seg_scale, seg_decay))
     m, v = fast.zeros(params.shape, np.float32), fast.zeros(params.shape, np.float32)
-    fast.adam(params, g, m, v, None, offsets, seg_scale, seg_decay, math.inf, 1e-3, 0.9, 0.999,
-              1e-8, 1, True, False)
+    fast.adam(params, g, m, v, None, offsets, seg_scale, seg_decay, math.inf, *NO_L1, 1e-3, 0.9,
+              0.999, 1e-8, 1, True, False)
     params = fast.to_host(params)
     assert np.isnan(params[2]) and not np.isfinite(params[11])
     assert np.isfinite(np.delete(params, [2, 11])).all()

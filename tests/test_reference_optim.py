@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import kernels.reference as ref
+from kernels import spec
 
 INF = float("inf")
 SEG_LENGTHS = [4, 3, 5]
@@ -49,8 +50,10 @@ def effective(graw, i, cfg, p):
     return g + cfg["seg_decay"][s] * p
 
 
-def common_args(cfg):
-    return (OFFSETS, np.array(cfg["seg_scale"]), np.array(cfg["seg_decay"]), cfg["clip_value"])
+def common_args(cfg, seg_l1=None, l1_rule=spec.L1_GRADIENT):
+    """The arguments from offsets to l1_rule (by default no L1 rule after the step)."""
+    return (OFFSETS, np.array(cfg["seg_scale"]), np.array(cfg["seg_decay"]), cfg["clip_value"], seg_l1,
+            l1_rule)
 
 
 def check(actual, expected, what):
@@ -116,7 +119,7 @@ def test_sgd_trajectory(case):
 
     def step(p, g, states, t):
         ref.sgd(p, g, states[0], *common_args(cfg), lr, hyper["momentum"], hyper["dampening"],
-                hyper["nesterov"], t == 1)
+                hyper["nesterov"], False, t == 1)
 
     got = run_reference(step, params, grads, [buf])
     for t, ((p_got, s_got), (p_exp, s_exp)) in enumerate(zip(got, expected), start=1):
@@ -338,15 +341,15 @@ def test_adam_first_step_by_hand():
     zero = np.zeros(1)
     params = np.array([1.0, -2.0, 0.0])
     grads = np.array([0.5, -3.0, 1e-3])
-    ref.adam(params, grads, np.zeros(3), np.zeros(3), np.zeros(3), offsets, one, zero, INF,
-             0.1, 0.9, 0.999, 1e-8, 1, False, False)
+    ref.adam(params, grads, np.zeros(3), np.zeros(3), np.zeros(3), offsets, one, zero, INF, None,
+             spec.L1_GRADIENT, 0.1, 0.9, 0.999, 1e-8, 1, False, False)
     expected = [1.0 - 0.1 * 0.5 / (0.5 + 1e-8), -2.0 + 0.1 * 3.0 / (3.0 + 1e-8), -0.1 * 1e-3 / (1e-3 + 1e-8)]
     np.testing.assert_allclose(params, expected, rtol=1e-14)
     np.testing.assert_allclose(params, [0.9, -1.9, -0.1], atol=1e-6)  # the ~lr*sign(g) picture
 
     params = np.array([1.0, -2.0, 0.0])
-    ref.adam(params, grads, np.zeros(3), np.zeros(3), np.zeros(3), offsets, one, zero, INF,
-             0.1, 0.9, 0.999, 0.0, 1, False, False)
+    ref.adam(params, grads, np.zeros(3), np.zeros(3), np.zeros(3), offsets, one, zero, INF, None,
+             spec.L1_GRADIENT, 0.1, 0.9, 0.999, 0.0, 1, False, False)
     # sqrt(0.001 g^2) / sqrt(0.001) rounds to |g| within an ulp or two
     np.testing.assert_allclose(params, [0.9, -1.9, -0.1], rtol=1e-15, atol=1e-16)
 

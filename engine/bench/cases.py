@@ -132,6 +132,35 @@ def _dense_backward(d, rng, dtype):
                   (9, 10, 11, 13), 3 * Z.nbytes + 2 * X.nbytes + 2 * W.nbytes, 4 * Z.size * X.shape[1])
 
 
+def _norm_forward(d, rng, dtype):
+    """Batch norm in training after the widest layer's GEMM (Z = X @ W given): statistics,
+    running estimates, normalization, relu and dropout; Z read, xhat and Y written (the
+    statistics passes re-read Z, from cache on the CPU, not counted)."""
+    n, o = d["batch"], d["fan_out"]
+    Z = _normal(rng, (n, o), dtype)
+    b, gamma, beta = _normal(rng, o, dtype, 0.1), 1 + _normal(rng, o, dtype, 0.1), _normal(rng, o, dtype, 0.1)
+    running_mean, running_var, rstd = np.zeros(o, dtype), np.ones(o, dtype), np.empty(o, dtype)
+    xhat, Y = np.empty_like(Z), np.empty_like(Z)
+    return Inputs([spec.NORM_BATCH, Z, b, gamma, beta, 1e-5, True, 0.1, running_mean, running_var,
+                   spec.RELU, 0.0, None, d.get("dropout", 0.0), 7, xhat, rstd, Y], (8, 9, 15, 16, 17),
+                  3 * Z.nbytes)
+
+
+def _norm_backward(d, rng, dtype):
+    """Batch norm's backward of :func:`_norm_forward`'s layer, xhat and rstd those of a
+    batch: dY and xhat read, dZ written (the second pass's re-reads not counted)."""
+    n, o = d["batch"], d["fan_out"]
+    Z = _normal(rng, (n, o), dtype)
+    rstd = (1 / np.sqrt(Z.var(axis=0) + 1e-5)).astype(dtype)
+    xhat = ((Z - Z.mean(axis=0)) * rstd).astype(dtype)
+    gamma, beta = 1 + _normal(rng, o, dtype, 0.1), _normal(rng, o, dtype, 0.1)
+    dY = _normal(rng, Z.shape, dtype)
+    dZ, db, dgamma, dbeta = np.empty_like(Z), *(np.empty_like(gamma) for _ in range(3))
+    return Inputs([spec.NORM_BATCH, dY, xhat, gamma, beta, rstd, spec.RELU, 0.0, None,
+                   d.get("dropout", 0.0), 7, dZ, db, dgamma, dbeta, None], (11, 12, 13, 14),
+                  3 * Z.nbytes)
+
+
 def _matmul(d, rng, dtype):
     X, W, _ = _layer(d, rng, dtype)
     out = np.empty((len(X), W.shape[1]), dtype)
@@ -177,6 +206,37 @@ def _elementwise_loss(extra):
     return build
 
 
+def _gaussian_noise(d, rng, dtype):
+    """Input noise on a batch of the first layer's inputs (read once, written once)."""
+    X = _normal(rng, (d["batch"], d["fan_in"]), dtype)
+    return Inputs([X, 0.1, 12345, X], (3,), 2 * X.nbytes)
+
+
+def _mix_rows(d, rng, dtype):
+    src = _normal(rng, (d["batch"], d["fan_in"]), dtype)
+    perm = rng.permutation(len(src)).astype(np.int64)
+    out = np.empty_like(src)
+    return Inputs([src, perm, 0.3, out], (3,), 3 * src.nbytes + perm.nbytes)
+
+
+def _class_indices(d, rng):
+    return rng.integers(0, d["classes"], d["batch"]).astype(np.int64)
+
+
+def _mix_class_targets(d, rng, dtype):
+    targets = _class_indices(d, rng)
+    out = np.empty((len(targets), d["classes"]), dtype)
+    return Inputs([targets, rng.permutation(len(targets)).astype(np.int64), 0.3, d["classes"], out],
+                  (4,), out.nbytes + 3 * targets.nbytes)
+
+
+def _class_weights(d, rng, dtype):
+    targets = _class_indices(d, rng)
+    table = rng.uniform(0.5, 2.0, d["classes"]).astype(dtype)
+    out = np.empty(len(targets), dtype)
+    return Inputs([targets, table, out], (2,), targets.nbytes + 2 * out.nbytes)
+
+
 def _flat(d, rng, dtype):
     """params, grads and the segment offsets of an optimizer over ``n_params``."""
     n = d["n_params"]
@@ -199,17 +259,23 @@ def _state(rng, like, count):
     return [np.abs(_normal(rng, like.shape, like.dtype, 1e-2)) for _ in range(count)]
 
 
+# What every optimizer case passes after clip_value: no L1 rule after the step, as a
+# trainer without l1 (or with the penalty in the gradient) calls them.
+_NO_L1 = (None, spec.L1_GRADIENT)
+
+
 def _optimizer(state_count, hyper, used_state=None):
     """Builder of an optimizer call ``op(params, grads, *state, offsets, seg_scale,
-    seg_decay, clip_value, *hyper)``. It reads p, g and each state buffer it uses
-    (``used_state``, default all) and writes p and those back: ``3 + 2 used_state``
+    seg_decay, clip_value, seg_l1, l1_rule, *hyper)``. It reads p, g and each state buffer
+    it uses (``used_state``, default all) and writes p and those back: ``3 + 2 used_state``
     words per parameter."""
     used = state_count if used_state is None else used_state
 
     def build(d, rng, dtype):
         params, grads, offsets = _flat(d, rng, dtype)
         state = _state(rng, params, state_count)
-        args = [params, grads, *state, offsets, *_segment_factors(offsets), np.inf, *hyper(3)]
+        args = [params, grads, *state, offsets, *_segment_factors(offsets), np.inf, *_NO_L1,
+                *hyper(3)]
         return Inputs(args, (0, *range(2, 2 + state_count)), (3 + 2 * used) * params.nbytes)
     return build
 
@@ -225,9 +291,16 @@ def _adam(d, rng, dtype):
     """AdamW (decoupled decay, no amsgrad: ``max_exp_avg_sq`` unused), as the workloads."""
     params, grads, offsets = _flat(d, rng, dtype)
     m, v = _state(rng, params, 2)
-    args = [params, grads, m, v, v, offsets, *_segment_factors(offsets), np.inf,
+    args = [params, grads, m, v, v, offsets, *_segment_factors(offsets), np.inf, *_NO_L1,
             1e-3, 0.9, 0.999, 1e-8, 3, True, False]
     return Inputs(args, (0, 2, 3), 7 * params.nbytes)
+
+
+def _max_norm(d, rng, dtype):
+    """The widest layer's W, at a bound below its columns' norms (about sqrt(2) with He
+    scaling), so that every column is rescaled: W read twice, written once."""
+    _, W, _ = _layer(d, rng, dtype)
+    return Inputs([W, 1.0], (0,), 3 * W.nbytes)
 
 
 def _guard_update(d, rng, dtype):
@@ -252,6 +325,8 @@ BUILDERS: dict[str, Callable] = {
     "take_rows": _take_rows,
     "dense_forward": _dense_forward,
     "dense_backward": _dense_backward,
+    "norm_forward": _norm_forward,
+    "norm_backward": _norm_backward,
     "matmul": _matmul,
     "dropout_mask": _dropout_mask,
     "apply_output": _apply_output,
@@ -259,16 +334,21 @@ BUILDERS: dict[str, Callable] = {
     "binary_cross_entropy": _elementwise_loss(()),
     "mse": _elementwise_loss(()),
     "huber": _elementwise_loss((1.0,)),
+    "gaussian_noise": _gaussian_noise,
+    "mix_rows": _mix_rows,
+    "mix_class_targets": _mix_class_targets,
+    "class_weights": _class_weights,
     "grad_sq_norms": _grad_sq_norms,
     # torch's defaults, and SGD with momentum 0.9 (the hyperparameters come last, as a
     # function of the step number, 3 here)
-    "sgd": _optimizer(1, lambda step: (1e-2, 0.9, 0.0, False, False)),
+    "sgd": _optimizer(1, lambda step: (1e-2, 0.9, 0.0, False, False, False)),
     "adagrad": _optimizer(1, lambda step: (1e-2, 1e-10)),
     # not centered, no momentum: grad_avg and momentum_buf untouched
     "rmsprop": _optimizer(3, lambda step: (1e-2, 0.99, 1e-8, 0.0, False), used_state=1),
     "adadelta": _optimizer(2, lambda step: (1.0, 0.9, 1e-6)),
     "adam": _adam,
     "nadam": _optimizer(2, _nadam_hyper),
+    "max_norm": _max_norm,
     "guard_update": _guard_update,
     "metric_sums": _metric_sums,
 }

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from kernels import spec
+
 from .. import backend as backend_module
 from .timing import timer
 
@@ -74,7 +76,8 @@ def axpy_roof(backend, reps):
     scale, decay = (k.to_device(np.array([x]), np.float64) for x in (1.0, 0.0))
 
     def axpy():
-        k.sgd(params, grads, None, offsets, scale, decay, np.inf, 0.5, 0.0, 0.0, False, False)
+        k.sgd(params, grads, None, offsets, scale, decay, np.inf, None, spec.L1_GRADIENT, 0.5, 0.0, 0.0,
+              False, False, False)
 
     axpy()
     if not (k.to_host(params) == -0.5).all():

@@ -21,19 +21,10 @@ from .. import spec
 from . import blas
 from .activations import IDENTITY, PRELU, activate, check_code, derivative, sigmoid
 from .blas import gemm_ready, matmul, ready
-from .jit import PARALLEL_MIN_WORK, inline, scalar, serial_and_parallel, thread_count
+from .jit import PARALLEL_MIN_WORK, column_width, serial_and_parallel
 from .losses import softmax_rows
-from .rng import NO_DROPOUT, keep_bit, mask_args, mask_constants
+from .rng import NO_DROPOUT, keep_bit, mask_args, mask_constants, mask_value
 from .vecmath import cast_like, cast_to, clear
-
-
-@inline
-def _mask(dropout, index, key_lo, key_hi, threshold, scale):
-    """m / (1 - p) of element ``index``; exactly 1 (and no hashing) without dropout.
-    Inlined by numba: as a function of its own, LLVM left the loops calling it scalar."""
-    if not dropout:
-        return cast_like(1.0, scale)
-    return scale if keep_bit(index, key_lo, key_hi, threshold) else cast_like(0.0, scale)
 
 
 def _in_kernel(X, W, outputs):
@@ -87,7 +78,7 @@ def _forward_kernels(act, in_place):
                             alive[j] = 1
                     # act(z) * 0 rather than 0 for a dropped element: NaN and inf stay
                     # visible, as in the reference's multiplication by the mask.
-                    y[j] = fired * _mask(dropout, i * m + j, key_lo, key_hi, threshold, scale)
+                    y[j] = fired * mask_value(dropout, i * m + j, key_lo, key_hi, threshold, scale)
             return True
         return forward
 
@@ -112,15 +103,6 @@ def dense_forward(X, W, b, act, act_param, slope, dropout_p, key, Z, Y, alive=No
             and forward(X, W, Z, Y, b, act_param, slope, True, *dropout, alive)):
         matmul(X, W, Z)
         forward(Z, Z, Z, Y, b, act_param, slope, False, *dropout, alive)  # X, W: unread stand-ins
-
-
-@scalar
-def _column_width(m):
-    """Columns per block of a parallel column reduction: whole 64-byte lines, and about
-    four blocks per thread for balance. Each block owns its output columns, so no
-    thread-private partial sums are needed, and the result does not depend on it."""
-    per_block = -(-m // (4 * thread_count()))
-    return max(64, -(-per_block // 16) * 16)
 
 
 # What dZ is: its own array, Z (overwritten by its gradient), or dY.
@@ -151,7 +133,7 @@ def _backward_kernels(act, dz_is, frozen):
             write_dz = not (dz_is == DZ_IS_DY and act == IDENTITY and not dropout)
             n, m = dY.shape
             if parallel:
-                width = _column_width(m)
+                width = column_width(m)
             else:
                 width = max(m, 1)  # one block
             for block in loop(-(-m // width)):
@@ -168,7 +150,7 @@ def _backward_kernels(act, dz_is, frozen):
                     dz = z if dz_is == DZ_IS_Z else (dy if dz_is == DZ_IS_DY else dZ[i, c0:c1])
                     base = i * m + c0
                     for j in range(dy.size):
-                        upstream = dy[j] * _mask(dropout, base + j, key_lo, key_hi, threshold,
+                        upstream = dy[j] * mask_value(dropout, base + j, key_lo, key_hi, threshold,
                                                  scale)
                         pre = z[j]
                         if act == PRELU and not frozen:  # min(Z, 0), NaN kept

@@ -133,3 +133,13 @@ except ImportError:  # a numba without it: size parallel work for the default po
     @njit
     def thread_count():
         return _DEFAULT_THREADS
+
+
+@scalar
+def column_width(m):
+    """Columns per block of a parallel column reduction: whole 64-byte lines, and about
+    four blocks per thread for balance. Each block owns its output columns, so no
+    thread-private partial sums are needed, and the result does not depend on it.
+    (Only parallel kernels may call it: see thread_count.)"""
+    per_block = -(-m // (4 * thread_count()))
+    return max(64, -(-per_block // 16) * 16)

@@ -5,8 +5,10 @@ rows (or element blocks) in parallel, and returns the sum of the per-sample loss
 each rounded to the data's dtype and added in float64 as the reference does. The sum
 is a numba ``prange`` reduction: numba keeps one float64 partial per thread, a
 allocation of a few bytes per call, in exchange for no scratch buffer to manage.
-``losses`` or ``grad`` given as None become a 0-size stand-in and a False flag, so
-each kernel is compiled once per dtype rather than once per combination of outputs.
+``losses``, ``grad`` or ``weights`` given as None become a 0-size stand-in and a False
+flag, so each kernel is compiled once per dtype rather than once per combination of
+outputs. Without weights a row's weight is 1: the products by it are exact, so the
+results are bit for bit the unweighted ones.
 Every kernel comes serial and parallel (:func:`kernels.cpu.jit.serial_and_parallel`),
 and takes its scalars as Python numbers, rounding them to the dtype itself. The
 wrappers return the reduced loss, or write it to ``total[0]`` when that is given (here
@@ -130,10 +132,16 @@ def _exp_row(x, i, out, store):
 
 
 @inline
-def _row_loss(value, like, losses, want_losses, i):
-    """Row i's loss rounded to the dtype of ``like`` (the reference sums those rounded
-    values), stored in ``losses[i]`` when wanted."""
-    loss = cast_like(value, like)
+def _row_weight(weights, weighted, i, like):
+    """Row i's sample weight (1 in the dtype of ``like`` without weights)."""
+    return weights[i] if weighted else cast_like(1.0, like)
+
+
+@inline
+def _row_loss(value, weight, losses, want_losses, i):
+    """Row i's loss rounded to the dtype of ``weight`` (the reference sums those rounded
+    values) times its weight, stored in ``losses[i]`` when wanted."""
+    loss = cast_like(value, weight) * weight
     if want_losses:
         losses[i] = loss
     return loss
@@ -162,16 +170,17 @@ def softmax_rows(X, out):
 # ------------------------------------------------------------------ cross-entropy rows
 def _build_cross_entropy_classes(loop):
     def cross_entropy_classes(logits, targets, ignore_index, label_smoothing, mean, losses,
-                              want_losses, grad, want_grad):
+                              want_losses, grad, want_grad, weights, weighted):
         """Softmax cross-entropy with class targets (spec.Backend.softmax_cross_entropy).
 
         With ``on = (1 - e) + e / K`` the smoothed weight of the target class, ``off = e / K``
         that of the others (rounded as the reference rounds its t) and ``m, s, d`` of
         :func:`_exp_row`: ``loss_i = log s * tsum - off * sum_k d_k - (on - off) * d_y`` and
-        ``grad[i, k] = (exp(d_k) / s * tsum - t_k) * scale``, the exponentials stored by
-        the pass that sums them and scaled in a second pass over the row (in cache).
-        Rows whose target is ``ignore_index`` (or out of range: counted in ``bad``) give 0;
-        ``scale`` is 1, or for a mean 1 / kept rows (0 when none is kept).
+        ``grad[i, k] = (exp(d_k) / s * tsum - t_k) * (w_i * scale)``, the exponentials
+        stored by the pass that sums them and scaled in a second pass over the row (in
+        cache); the row's loss is weighted by ``w_i``. Rows whose target is
+        ``ignore_index`` (or out of range: counted in ``bad``) give 0; ``scale`` is 1, or
+        for a mean 1 / kept rows (0 when none is kept).
         Returns (the reduced loss, bad rows).
         """
         n, k = logits.shape
@@ -195,28 +204,31 @@ def _build_cross_entropy_classes(loop):
                 if want_grad:
                     clear(grad[i])
             else:
+                w = _row_weight(weights, weighted, i, on)
                 m, s, sum_d = _exp_row(logits, i, grad, want_grad)
                 total += _row_loss(math.log(s) * tsum - off * sum_d - (on - off) * (logits[i, y] - m),
-                                   on, losses, want_losses, i)
+                                   w, losses, want_losses, i)
                 if want_grad:
                     a = cast_like(tsum / s, on)
+                    factor = w * scale
                     g = grad[i]
                     e_y = g[y]
                     for j in range(k):
-                        g[j] = (g[j] * a - off) * scale
-                    g[y] = (e_y * a - on) * scale
+                        g[j] = (g[j] * a - off) * factor
+                    g[y] = (e_y * a - on) * factor
         return _reduced(total, mean, kept), bad
     return cross_entropy_classes
 
 
 def _build_cross_entropy_dense(loop):
     def cross_entropy_dense(logits, targets, label_smoothing, mean, losses, want_losses, grad,
-                            want_grad):
+                            want_grad, weights, weighted):
         """Softmax cross-entropy with distribution targets (spec.Backend.softmax_cross_entropy).
 
         ``t = keep * targets[i] + off`` (keep = 1 - e, off = e / K) and, with ``m, s, d`` of
         :func:`_exp_row`: ``loss_i = sum_k t_k * log s - sum_k t_k d_k``,
-        ``grad[i, k] = (exp(d_k) / s * sum_k t_k - t_k) * scale``. Returns the reduced loss.
+        ``grad[i, k] = (exp(d_k) / s * sum_k t_k - t_k) * (w_i * scale)``, the row's loss
+        weighted by ``w_i``. Returns the reduced loss.
         """
         n, k = logits.shape
         keep, off = _smoothing(label_smoothing, k, logits)
@@ -231,12 +243,14 @@ def _build_cross_entropy_dense(loop):
                 t = keep * target[j] + off
                 tsum += t
                 sum_td += t * (x[j] - m)
-            total += _row_loss(math.log(s) * tsum - sum_td, off, losses, want_losses, i)
+            w = _row_weight(weights, weighted, i, off)
+            total += _row_loss(math.log(s) * tsum - sum_td, w, losses, want_losses, i)
             if want_grad:
                 a = cast_like(tsum / s, off)
+                factor = w * scale
                 g = grad[i]
                 for j in range(k):
-                    g[j] = (g[j] * a - (keep * target[j] + off)) * scale
+                    g[j] = (g[j] * a - (keep * target[j] + off)) * factor
         return _reduced(total, mean, n)
     return cross_entropy_dense
 
@@ -246,21 +260,23 @@ _CROSS_ENTROPY_DENSE = serial_and_parallel(_build_cross_entropy_dense)
 
 
 def softmax_cross_entropy(logits, targets, label_smoothing, ignore_index, reduction, losses, grad,
-                          total=None):
+                          total=None, weights=None):
+    spec.check_weights(weights, logits)
     losses, want_losses = _output(losses, logits.dtype, 1)
     grad, want_grad = _output(grad, logits.dtype, 2)
+    weights, weighted = _output(weights, logits.dtype, 1)
     parallel = logits.size >= PARALLEL_MIN_WORK
     if targets.ndim == 1:
         loss, bad = _CROSS_ENTROPY_CLASSES[parallel](
             logits, targets, ignore_index, label_smoothing, reduction == spec.MEAN, losses,
-            want_losses, grad, want_grad)
+            want_losses, grad, want_grad, weights, weighted)
         if bad:
             raise IndexError(f"{bad} class targets outside [0, {logits.shape[1]}) that are not "
                              "ignore_index")
         return _deliver(loss, total)
     return _deliver(_CROSS_ENTROPY_DENSE[parallel](logits, targets, label_smoothing,
                                                    reduction == spec.MEAN, losses, want_losses,
-                                                   grad, want_grad), total)
+                                                   grad, want_grad, weights, weighted), total)
 
 
 # ------------------------------------------------------------------ elementwise losses
@@ -286,27 +302,36 @@ def _elementwise_kernels(kind):
     """(serial, parallel) kernel of one elementwise loss."""
 
     def build(loop):
-        def elementwise_loss(x, t, delta, mean, losses, want_losses, grad, want_grad):
-            """``losses = l(x, t)``, ``grad = dl/dx * scale`` over flat arrays, by blocks of
-            ELEMENT_BLOCK elements; returns the reduced loss."""
+        def elementwise_loss(x, t, delta, mean, losses, want_losses, grad, want_grad, weights,
+                             weighted, row_size):
+            """``losses = w l(x, t)``, ``grad = dl/dx * (w * scale)`` over flat arrays, by
+            blocks of ELEMENT_BLOCK elements, each cut where a row of ``row_size``
+            elements (the elements of one weight) ends; returns the reduced loss."""
             n = x.size
             delta = cast_to(delta, x)
             scale = cast_to(_mean_scale(mean, n), x)
             total = 0.0
             for block in loop(-(-n // ELEMENT_BLOCK)):
-                # 1-D views of the block: the loop vectorises on them (see kernels.cpu.dense).
                 start, stop = block * ELEMENT_BLOCK, min(n, (block + 1) * ELEMENT_BLOCK)
-                # An output given as None is a 0-size stand-in, its slice empty: no overlap
-                # with the inputs for LLVM's run-time check to find.
-                xs, ts, ls, gs = x[start:stop], t[start:stop], losses[start:stop], grad[start:stop]
                 partial = 0.0
-                for i in range(xs.size):
-                    loss, g = _elementwise(kind, xs[i], ts[i], delta)
-                    if want_losses:
-                        ls[i] = loss
-                    if want_grad:
-                        gs[i] = g * scale
-                    partial += loss
+                while start < stop:
+                    row = start // row_size
+                    end = min(stop, (row + 1) * row_size)
+                    w = _row_weight(weights, weighted, row, delta)
+                    factor = w * scale
+                    # 1-D views of the segment: the loop vectorises on them (see
+                    # kernels.cpu.dense). An output given as None is a 0-size stand-in, its
+                    # slice empty: no overlap with the inputs for LLVM's run-time check to find.
+                    xs, ts, ls, gs = x[start:end], t[start:end], losses[start:end], grad[start:end]
+                    for i in range(xs.size):
+                        loss, g = _elementwise(kind, xs[i], ts[i], delta)
+                        loss = loss * w
+                        if want_losses:
+                            ls[i] = loss
+                        if want_grad:
+                            gs[i] = g * factor
+                        partial += loss
+                    start = end
                 total += partial
             return _reduced(total, mean, n)
         return elementwise_loss
@@ -319,12 +344,16 @@ def _flat(array):
     return array.reshape(-1)
 
 
-def _elementwise_loss(kind, pred, targets, delta, reduction, losses, grad, total):
+def _elementwise_loss(kind, pred, targets, delta, reduction, losses, grad, total, weights):
+    spec.check_weights(weights, pred)
     flat_losses, want_losses = _output(None if losses is None else _flat(losses), pred.dtype, 1)
     flat_grad, want_grad = _output(None if grad is None else _flat(grad), pred.dtype, 1)
+    weights, weighted = _output(weights, pred.dtype, 1)
+    # Without weights the whole array is one row: every block one segment.
+    row_size = pred.size // pred.shape[0] if weighted and pred.size else max(pred.size, 1)
     loss = _elementwise_kernels(kind)[pred.size >= PARALLEL_MIN_WORK](
         _flat(pred), _flat(targets), delta, reduction == spec.MEAN, flat_losses, want_losses,
-        flat_grad, want_grad)
+        flat_grad, want_grad, weights, weighted, row_size)
     # A non-contiguous output was computed into a copy: write it back.
     for out, flat in ((losses, flat_losses), (grad, flat_grad)):
         if out is not None and not np.may_share_memory(out, flat):
@@ -332,13 +361,13 @@ def _elementwise_loss(kind, pred, targets, delta, reduction, losses, grad, total
     return _deliver(loss, total)
 
 
-def binary_cross_entropy(logits, targets, reduction, losses, grad, total=None):
-    return _elementwise_loss(_BCE, logits, targets, 0.0, reduction, losses, grad, total)
+def binary_cross_entropy(logits, targets, reduction, losses, grad, total=None, weights=None):
+    return _elementwise_loss(_BCE, logits, targets, 0.0, reduction, losses, grad, total, weights)
 
 
-def mse(pred, targets, reduction, losses, grad, total=None):
-    return _elementwise_loss(_MSE, pred, targets, 0.0, reduction, losses, grad, total)
+def mse(pred, targets, reduction, losses, grad, total=None, weights=None):
+    return _elementwise_loss(_MSE, pred, targets, 0.0, reduction, losses, grad, total, weights)
 
 
-def huber(pred, targets, delta, reduction, losses, grad, total=None):
-    return _elementwise_loss(_HUBER, pred, targets, delta, reduction, losses, grad, total)
+def huber(pred, targets, delta, reduction, losses, grad, total=None, weights=None):
+    return _elementwise_loss(_HUBER, pred, targets, delta, reduction, losses, grad, total, weights)

@@ -26,7 +26,8 @@ import functools
 import math
 
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import overload
 
 from .. import spec
 from .jit import PARALLEL_MIN_WORK, inline, row_loop, scalar, serial_and_parallel
@@ -35,6 +36,7 @@ from .vecmath import cast_like, cast_to, clear
 BLOCK = 16384  # elements per parallel work item: 64 KiB of float32 per buffer
 
 _SGD, _ADAGRAD, _RMSPROP, _ADADELTA, _ADAM, _NADAM = range(6)
+_L1_CLIPPED = spec.L1_CLIPPED
 
 
 @inline
@@ -47,6 +49,46 @@ def _clip(g, clip_value):
 def _decayed(g, p, clip_value, scale, decay):
     """The effective gradient ``clip(g) * seg_scale + seg_decay * p`` of kernels.spec."""
     return _clip(g, clip_value) * scale + decay * p
+
+
+@inline
+def _decay_step(decoupled, old, g, clip_value, scale, decay, shrink):
+    """(parameter, gradient) the step starts from: decoupled decay (SGDW, AdamW) shrinks the
+    parameter, ``old * (1 - lr wd)`` (``shrink``), coupled decay adds ``wd p`` to g."""
+    if decoupled:
+        return old * shrink, _clip(g, clip_value) * scale
+    return old, _decayed(g, old, clip_value, scale, decay)
+
+
+@inline
+def _sign(x):
+    """np.sign in the dtype of x: 0 for +-0, NaN for NaN."""
+    one = cast_like(1.0, x)
+    return one if x > 0 else (-one if x < 0 else (cast_like(0.0, x) if x == 0 else x))
+
+
+@inline
+def _l1_step(l1, old, new):
+    """kernels.spec's L1 rule after the step: ``l1`` = (rule, t) with t = lr * seg_l1[s] in the
+    dtype, ``old`` the parameter before the update, ``new`` the stepped one."""
+    rule, t = l1
+    if rule == _L1_CLIPPED:
+        size = abs(old)
+        return new - (size if size < t else t) * _sign(old)
+    excess = abs(new) - t
+    return _sign(new) * (excess if excess > 0 or excess != excess else cast_like(0.0, excess))
+
+
+def _l1_of(seg_l1, l1_rule, lr, s, like):
+    """The ``l1`` of the piece updates for segment s: None without ``seg_l1`` (typed so, and
+    pruned by numba), else (l1_rule, lr * seg_l1[s] rounded to the type of ``like``)."""
+
+
+@overload(_l1_of, inline="always")
+def _l1_of_typed(seg_l1, l1_rule, lr, s, like):
+    if isinstance(seg_l1, types.NoneType):
+        return lambda seg_l1, l1_rule, lr, s, like: None
+    return lambda seg_l1, l1_rule, lr, s, like: (l1_rule, cast_like(lr * seg_l1[s], like))
 
 
 @inline
@@ -71,19 +113,22 @@ def _post(tally, change_sq, param_sq):
 # state buffers are stand-ins that are never touched. ``tally``: None, or the (2,) slot
 # that receives the piece's sums of kernels.spec's ``diag`` (:func:`_tally`).
 @row_loop
-def _sgd(p, g, buf, unused_1, unused_2, scale, decay, clip_value, c, flags, tally):
-    """torch SGD: momentum ``buf``, dampening and nesterov as in kernels.spec."""
+def _sgd(p, g, buf, unused_1, unused_2, scale, decay, clip_value, c, flags, l1, tally):
+    """torch SGD / SGDW (``decoupled``): momentum ``buf``, dampening, nesterov (kernels.spec)."""
     lr, momentum, one_minus_dampening = c[0], c[1], c[2]
-    use_momentum, nesterov, first_step = flags
+    use_momentum, nesterov, first_step, decoupled = flags
+    shrink = cast_like(1.0, lr) - lr * decay
     change_sq = param_sq = 0.0
     for i in range(p.size):
         old = p[i]
-        d = _decayed(g[i], old, clip_value, scale, decay)
+        param, d = _decay_step(decoupled, old, g[i], clip_value, scale, decay, shrink)
         if use_momentum:
             b = d if first_step else momentum * buf[i] + one_minus_dampening * d
             buf[i] = b
             d = d + momentum * b if nesterov else b
-        new = old - lr * d
+        new = param - lr * d
+        if l1 is not None:
+            new = _l1_step(l1, old, new)
         p[i] = new
         if tally is not None:
             change_sq, param_sq = _tally(change_sq, param_sq, old, new)
@@ -92,7 +137,7 @@ def _sgd(p, g, buf, unused_1, unused_2, scale, decay, clip_value, c, flags, tall
 
 
 @row_loop
-def _adagrad(p, g, state_sum, unused_1, unused_2, scale, decay, clip_value, c, flags, tally):
+def _adagrad(p, g, state_sum, unused_1, unused_2, scale, decay, clip_value, c, flags, l1, tally):
     """``sum += g^2``; ``p -= lr g / (sqrt(sum) + eps)``."""
     lr, eps = c[0], c[1]
     change_sq = param_sq = 0.0
@@ -102,6 +147,8 @@ def _adagrad(p, g, state_sum, unused_1, unused_2, scale, decay, clip_value, c, f
         total = state_sum[i] + d * d
         state_sum[i] = total
         new = old - lr * d / (math.sqrt(total) + eps)
+        if l1 is not None:
+            new = _l1_step(l1, old, new)
         p[i] = new
         if tally is not None:
             change_sq, param_sq = _tally(change_sq, param_sq, old, new)
@@ -110,7 +157,7 @@ def _adagrad(p, g, state_sum, unused_1, unused_2, scale, decay, clip_value, c, f
 
 
 @row_loop
-def _rmsprop(p, g, square_avg, grad_avg, buf, scale, decay, clip_value, c, flags, tally):
+def _rmsprop(p, g, square_avg, grad_avg, buf, scale, decay, clip_value, c, flags, l1, tally):
     """``v = alpha v + (1 - alpha) g^2``, centered and momentum variants (kernels.spec)."""
     lr, alpha, one_minus_alpha, eps, momentum = c[0], c[1], c[2], c[3], c[4]
     centered, use_momentum = flags
@@ -132,6 +179,8 @@ def _rmsprop(p, g, square_avg, grad_avg, buf, scale, decay, clip_value, c, flags
             new = old - lr * b
         else:
             new = old - lr * d / avg
+        if l1 is not None:
+            new = _l1_step(l1, old, new)
         p[i] = new
         if tally is not None:
             change_sq, param_sq = _tally(change_sq, param_sq, old, new)
@@ -140,7 +189,7 @@ def _rmsprop(p, g, square_avg, grad_avg, buf, scale, decay, clip_value, c, flags
 
 
 @row_loop
-def _adadelta(p, g, square_avg, acc_delta, unused, scale, decay, clip_value, c, flags, tally):
+def _adadelta(p, g, square_avg, acc_delta, unused, scale, decay, clip_value, c, flags, l1, tally):
     """``v = rho v + (1 - rho) g^2``; ``delta = sqrt(u + eps) / sqrt(v + eps) g``; ..."""
     lr, rho, one_minus_rho, eps = c[0], c[1], c[2], c[3]
     change_sq = param_sq = 0.0
@@ -153,6 +202,8 @@ def _adadelta(p, g, square_avg, acc_delta, unused, scale, decay, clip_value, c, 
         delta = math.sqrt(u + eps) / math.sqrt(v + eps) * d
         acc_delta[i] = rho * u + one_minus_rho * delta * delta
         new = old - lr * delta
+        if l1 is not None:
+            new = _l1_step(l1, old, new)
         p[i] = new
         if tally is not None:
             change_sq, param_sq = _tally(change_sq, param_sq, old, new)
@@ -170,7 +221,7 @@ def _moments(i, d, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2, one_minus
 
 
 @row_loop
-def _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, scale, decay, clip_value, c, flags, tally):
+def _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, scale, decay, clip_value, c, flags, l1, tally):
     """Adam / AdamW (``decoupled``: ``p *= 1 - lr wd`` first), amsgrad (kernels.spec)."""
     (lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, step_size, sqrt_bc2) = (
         c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])
@@ -179,12 +230,7 @@ def _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, scale, decay, clip_value, c
     change_sq = param_sq = 0.0
     for i in range(p.size):
         old = p[i]
-        if decoupled:
-            param = old * shrink
-            d = _clip(g[i], clip_value) * scale
-        else:
-            param = old
-            d = _decayed(g[i], param, clip_value, scale, decay)
+        param, d = _decay_step(decoupled, old, g[i], clip_value, scale, decay, shrink)
         m, v = _moments(i, d, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2, one_minus_beta2)
         if amsgrad:
             v_max = max_exp_avg_sq[i]
@@ -193,6 +239,8 @@ def _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, scale, decay, clip_value, c
             max_exp_avg_sq[i] = v_max
             v = v_max
         new = param - step_size * m / (math.sqrt(v) / sqrt_bc2 + eps)
+        if l1 is not None:
+            new = _l1_step(l1, old, new)
         p[i] = new
         if tally is not None:
             change_sq, param_sq = _tally(change_sq, param_sq, old, new)
@@ -201,7 +249,7 @@ def _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, scale, decay, clip_value, c
 
 
 @row_loop
-def _nadam(p, g, exp_avg, exp_avg_sq, unused, scale, decay, clip_value, c, flags, tally):
+def _nadam(p, g, exp_avg, exp_avg_sq, unused, scale, decay, clip_value, c, flags, l1, tally):
     """torch NAdam with the caller's momentum schedule (kernels.spec)."""
     (beta1, one_minus_beta1, beta2, one_minus_beta2, eps, bc2, grad_coef, avg_coef) = (
         c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])
@@ -213,6 +261,8 @@ def _nadam(p, g, exp_avg, exp_avg_sq, unused, scale, decay, clip_value, c, flags
         denom = math.sqrt(v / bc2) + eps
         param = old - grad_coef * d / denom
         new = param - avg_coef * m / denom
+        if l1 is not None:
+            new = _l1_step(l1, old, new)
         p[i] = new
         if tally is not None:
             change_sq, param_sq = _tally(change_sq, param_sq, old, new)
@@ -221,20 +271,20 @@ def _nadam(p, g, exp_avg, exp_avg_sq, unused, scale, decay, clip_value, c, flags
 
 
 @inline
-def _update_piece(kind, p, g, s1, s2, s3, scale, decay, clip_value, c, flags, tally):
+def _update_piece(kind, p, g, s1, s2, s3, scale, decay, clip_value, c, flags, l1, tally):
     # ``kind`` is a constant of the calling kernel: numba prunes the other branches.
     if kind == _SGD:
-        _sgd(p, g, s1, s2, s3, scale, decay, clip_value, c, flags, tally)
+        _sgd(p, g, s1, s2, s3, scale, decay, clip_value, c, flags, l1, tally)
     elif kind == _ADAGRAD:
-        _adagrad(p, g, s1, s2, s3, scale, decay, clip_value, c, flags, tally)
+        _adagrad(p, g, s1, s2, s3, scale, decay, clip_value, c, flags, l1, tally)
     elif kind == _RMSPROP:
-        _rmsprop(p, g, s1, s2, s3, scale, decay, clip_value, c, flags, tally)
+        _rmsprop(p, g, s1, s2, s3, scale, decay, clip_value, c, flags, l1, tally)
     elif kind == _ADADELTA:
-        _adadelta(p, g, s1, s2, s3, scale, decay, clip_value, c, flags, tally)
+        _adadelta(p, g, s1, s2, s3, scale, decay, clip_value, c, flags, l1, tally)
     elif kind == _ADAM:
-        _adam(p, g, s1, s2, s3, scale, decay, clip_value, c, flags, tally)
+        _adam(p, g, s1, s2, s3, scale, decay, clip_value, c, flags, l1, tally)
     else:
-        _nadam(p, g, s1, s2, s3, scale, decay, clip_value, c, flags, tally)
+        _nadam(p, g, s1, s2, s3, scale, decay, clip_value, c, flags, l1, tally)
 
 
 # ------------------------------------------------------------------------ kernels
@@ -259,9 +309,12 @@ def _update_kernels(kind):
         parallel = loop is prange
 
         def update(params, grads, s1, s2, s3, offsets, seg_scale, seg_decay, clip_value,
-                   c0, c1, c2, c3, c4, c5, c6, c7, flags, diag):
+                   c0, c1, c2, c3, c4, c5, c6, c7, flags, seg_l1, l1_rule, lr, diag):
             """By blocks; in each, the pieces of its segments in order. ``c0``..``c7``:
             the optimizer's constants as floats, rounded to the dtype here.
+
+            ``seg_l1`` (None: numba prunes the rule) and ``l1_rule``: kernels.spec's L1 rule
+            after the step, with ``lr * seg_l1[s]`` computed in float64 and rounded.
 
             ``diag`` (None: numba prunes what follows) as kernels.spec's: serially each
             piece adds its sums straight into ``diag[s]``; in parallel into slot
@@ -287,9 +340,11 @@ def _update_kernels(kind):
                         tally = None
                     else:
                         tally = tallies[block * stride + s]
+                    l1 = _l1_of(seg_l1, l1_rule, lr, s, clip_value)
                     _update_piece(kind, params[start:end], grads[start:end], s1[start:end],
                                   s2[start:end], s3[start:end], cast_like(seg_scale[s], clip_value),
-                                  cast_like(seg_decay[s], clip_value), clip_value, c, flags, tally)
+                                  cast_like(seg_decay[s], clip_value), clip_value, c, flags, l1,
+                                  tally)
                     start = end
                     s += 1
             if diag is not None:
@@ -306,25 +361,39 @@ def _update_kernels(kind):
     return serial_and_parallel(build)
 
 
-def _run(kind, params, grads, s1, s2, s3, offsets, seg_scale, seg_decay, clip_value, constants,
-         flags, status, diag):
+def _l1_coefficients(seg_l1, l1_rule):
+    """The kernels' ``seg_l1``: None where no rule acts after the step (numba then compiles
+    the update without it); ValueError for an unknown rule."""
+    if l1_rule not in _L1_RULES:
+        raise ValueError(f"l1_rule must be L1_GRADIENT, L1_CLIPPED or L1_PROXIMAL (0, 1, 2); got {l1_rule!r}")
+    if seg_l1 is None or l1_rule == spec.L1_GRADIENT:
+        return None
+    return np.asarray(seg_l1, dtype=np.float64)
+
+
+def _run(kind, params, grads, s1, s2, s3, offsets, seg_scale, seg_decay, clip_value, seg_l1,
+         l1_rule, lr, constants, flags, status, diag):
     """Run the kernel of ``kind`` on state buffers s1..s3 (None where unused: params,
-    never touched, stands in); ``constants``: up to 8 floats; ``diag``: spec's (S, 2)
-    sums, or None. Nothing runs when guard_update's ``status`` skips the update: read
-    here, in Python, since on the CPU the record is host memory and the test costs less
-    than passing it to the kernel."""
+    never touched, stands in); ``constants``: up to 8 floats; ``seg_l1``, ``l1_rule`` and
+    the op's ``lr``: kernels.spec's L1 rule; ``diag``: spec's (S, 2) sums, or None. Nothing
+    runs when guard_update's ``status`` skips the update: read here, in Python, since on
+    the CPU the record is host memory and the test costs less than passing it to the
+    kernel."""
+    seg_l1 = _l1_coefficients(seg_l1, l1_rule)
     if status is not None and status[_SKIP] != 0:
         return
     _UPDATES[kind][params.size >= PARALLEL_MIN_WORK](
         params, grads, params if s1 is None else s1, params if s2 is None else s2,
         params if s3 is None else s3, np.asarray(offsets, dtype=np.int64),
         np.asarray(seg_scale, dtype=np.float64), np.asarray(seg_decay, dtype=np.float64),
-        clip_value, *constants, *_NO_CONSTANTS[len(constants):], flags, diag)
+        clip_value, *constants, *_NO_CONSTANTS[len(constants):], flags, seg_l1, int(l1_rule),
+        float(lr), diag)
 
 
 _UPDATES = tuple(_update_kernels(kind) for kind in range(6))  # by kind; compiled on first call
 _NO_CONSTANTS = (0.0,) * 8
 _SKIP = spec.GUARD_SKIP
+_L1_RULES = (spec.L1_GRADIENT, spec.L1_CLIPPED, spec.L1_PROXIMAL)
 
 
 @row_loop
@@ -337,10 +406,37 @@ def _sum_sq(grads, clip_value):
     return total
 
 
+@row_loop
+def _penalized_sum_sq(grads, params, l2, l1, clip_value, l1_in_gradient):
+    """grad_sq_norms' pass over a 1-D view with a penalty (kernels.spec): writes
+    ``g + l2 p (+ l1 sign(p))`` into ``grads`` and returns (sum clip(g)^2, sum p^2, sum |p|)
+    in float64 over the view."""
+    norm_sq = param_sq = param_abs = 0.0
+    for i in range(grads.size):
+        p = params[i]
+        g = grads[i] + l2 * p
+        if l1_in_gradient:
+            g = g + l1 * _sign(p)
+        grads[i] = g
+        clipped = np.float64(_clip(g, clip_value))
+        norm_sq += clipped * clipped
+        w = np.float64(p)
+        param_sq += w * w
+        param_abs += abs(w)
+    return norm_sq, param_sq, param_abs
+
+
+@inline
+def _penalty(seg_l1, seg_l2, s, param_sq, param_abs):
+    """A piece's share of the penalty's value: l2 / 2 sum p^2 + l1 sum |p| (float64)."""
+    return seg_l2[s] / 2 * param_sq + seg_l1[s] * param_abs
+
+
 def _build_grad_sq_norms(loop):
     parallel = loop is prange
 
-    def grad_sq_norms(grads, offsets, clip_value, out, acc):
+    def grad_sq_norms(grads, offsets, clip_value, out, acc, params, seg_l1, seg_l2, l1_in_gradient,
+                      total):
         """``out[s] = sum_{i in s} clip(grads[i])^2`` in float64 (spec.Backend.grad_sq_norms),
         and ``acc[s] += out[s]`` unless ``acc`` is None (then compiled without that loop).
 
@@ -350,6 +446,11 @@ def _build_grad_sq_norms(loop):
         and the next block starts at or after its last one, so these slots never collide;
         the partials are then added in order. Only that path allocates (a few KiB per 16M
         values, against a pass over them).
+
+        With ``params`` (None: compiled without), each piece first adds the penalty's
+        gradient to its gradients, and its share of the penalty's value (:func:`_penalty`)
+        is added up piece by piece in block order, serially as it comes, in parallel from
+        slots beside the norms' (so both give the same bits), then to ``total[0]``.
         """
         n = grads.size
         clip_value = cast_to(clip_value, grads)
@@ -357,13 +458,27 @@ def _build_grad_sq_norms(loop):
         clear(out)
         if parallel:
             sums, stride = np.zeros(blocks + offsets.size), 1
+            if params is not None:
+                weights = np.zeros((blocks + offsets.size, 2))
         else:
             sums, stride = out, 0
+        penalty = 0.0
         for block in loop(blocks):
             start, stop, s = _block_start(offsets, block, n)
             while start < stop:
                 end = _piece_end(offsets, start, stop, s)
-                sums[block * stride + s] += _sum_sq(grads[start:end], clip_value)
+                if params is None:
+                    sums[block * stride + s] += _sum_sq(grads[start:end], clip_value)
+                else:
+                    norm_sq, param_sq, param_abs = _penalized_sum_sq(
+                        grads[start:end], params[start:end], cast_like(seg_l2[s], clip_value),
+                        cast_like(seg_l1[s], clip_value), clip_value, l1_in_gradient)
+                    sums[block * stride + s] += norm_sq
+                    if parallel:
+                        weights[block + s, 0] = param_sq
+                        weights[block + s, 1] = param_abs
+                    else:
+                        penalty += _penalty(seg_l1, seg_l2, s, param_sq, param_abs)
                 start = end
                 s += 1
         if parallel:
@@ -371,63 +486,81 @@ def _build_grad_sq_norms(loop):
                 start, stop, s = _block_start(offsets, block, n)
                 while start < stop:
                     out[s] += sums[block + s]
+                    if params is not None:
+                        penalty += _penalty(seg_l1, seg_l2, s, weights[block + s, 0],
+                                            weights[block + s, 1])
                     start = _piece_end(offsets, start, stop, s)
                     s += 1
         if acc is not None:
             for s in range(out.size):
                 acc[s] += out[s]
+        if total is not None:
+            total[0] += penalty
     return grad_sq_norms
 
 
 _GRAD_SQ_NORMS = serial_and_parallel(_build_grad_sq_norms)
 
 
-def grad_sq_norms(grads, offsets, clip_value, out, acc=None):
+def grad_sq_norms(grads, offsets, clip_value, out, acc=None, params=None, seg_l1=None, seg_l2=None,
+                  l1_in_gradient=True, total=None):
+    if params is None:
+        seg_l1 = seg_l2 = total = None  # nothing of the penalty is read
+    else:
+        if seg_l1 is None or seg_l2 is None:
+            raise ValueError("seg_l1, seg_l2: (S,) float64 arrays are required with params")
+        if params.shape != grads.shape or params.dtype != grads.dtype:
+            raise ValueError(f"params must have grads' shape {grads.shape} and dtype {grads.dtype}; "
+                             f"got {params.shape} {params.dtype}")
+        seg_l1 = np.asarray(seg_l1, dtype=np.float64)
+        seg_l2 = np.asarray(seg_l2, dtype=np.float64)
     _GRAD_SQ_NORMS[grads.size >= PARALLEL_MIN_WORK](grads, np.asarray(offsets, dtype=np.int64),
-                                                     clip_value, out, acc)
+                                                     clip_value, out, acc, params, seg_l1, seg_l2,
+                                                     bool(l1_in_gradient), total)
 
 
-def sgd(params, grads, momentum_buf, offsets, seg_scale, seg_decay, clip_value,
-        lr, momentum, dampening, nesterov, first_step, status=None, diag=None):
+def sgd(params, grads, momentum_buf, offsets, seg_scale, seg_decay, clip_value, seg_l1, l1_rule,
+        lr, momentum, dampening, nesterov, decoupled, first_step, status=None, diag=None):
     _run(_SGD, params, grads, momentum_buf, None, None, offsets, seg_scale, seg_decay, clip_value,
-         (lr, momentum, 1.0 - dampening), (momentum != 0.0, bool(nesterov), bool(first_step)),
-         status, diag)
+         seg_l1, l1_rule, lr, (lr, momentum, 1.0 - dampening),
+         (momentum != 0.0, bool(nesterov), bool(first_step), bool(decoupled)), status, diag)
 
 
-def adagrad(params, grads, state_sum, offsets, seg_scale, seg_decay, clip_value, lr, eps,
-            status=None, diag=None):
+def adagrad(params, grads, state_sum, offsets, seg_scale, seg_decay, clip_value, seg_l1, l1_rule,
+            lr, eps, status=None, diag=None):
     _run(_ADAGRAD, params, grads, state_sum, None, None, offsets, seg_scale, seg_decay,
-         clip_value, (lr, eps), (), status, diag)
+         clip_value, seg_l1, l1_rule, lr, (lr, eps), (), status, diag)
 
 
 def rmsprop(params, grads, square_avg, grad_avg, momentum_buf, offsets, seg_scale, seg_decay,
-            clip_value, lr, alpha, eps, momentum, centered, status=None, diag=None):
+            clip_value, seg_l1, l1_rule, lr, alpha, eps, momentum, centered, status=None, diag=None):
     _run(_RMSPROP, params, grads, square_avg, grad_avg, momentum_buf, offsets, seg_scale,
-         seg_decay, clip_value, (lr, alpha, 1.0 - alpha, eps, momentum),
+         seg_decay, clip_value, seg_l1, l1_rule, lr, (lr, alpha, 1.0 - alpha, eps, momentum),
          (bool(centered), momentum > 0.0), status, diag)
 
 
 def adadelta(params, grads, square_avg, acc_delta, offsets, seg_scale, seg_decay, clip_value,
-             lr, rho, eps, status=None, diag=None):
+             seg_l1, l1_rule, lr, rho, eps, status=None, diag=None):
     _run(_ADADELTA, params, grads, square_avg, acc_delta, None, offsets, seg_scale, seg_decay,
-         clip_value, (lr, rho, 1.0 - rho, eps), (), status, diag)
+         clip_value, seg_l1, l1_rule, lr, (lr, rho, 1.0 - rho, eps), (), status, diag)
 
 
 def adam(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, offsets, seg_scale, seg_decay,
-         clip_value, lr, beta1, beta2, eps, step, decoupled, amsgrad, status=None, diag=None):
+         clip_value, seg_l1, l1_rule, lr, beta1, beta2, eps, step, decoupled, amsgrad, status=None,
+         diag=None):
     bias_correction1 = 1.0 - beta1**step
     bias_correction2 = 1.0 - beta2**step
     _run(_ADAM, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, offsets, seg_scale,
-         seg_decay, clip_value,
+         seg_decay, clip_value, seg_l1, l1_rule, lr,
          (lr, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, lr / bias_correction1,
           math.sqrt(bias_correction2)),
          (bool(decoupled), bool(amsgrad)), status, diag)
 
 
-def nadam(params, grads, exp_avg, exp_avg_sq, offsets, seg_scale, seg_decay, clip_value,
-          lr, beta1, beta2, eps, step, mu, mu_next, mu_product, status=None, diag=None):
+def nadam(params, grads, exp_avg, exp_avg_sq, offsets, seg_scale, seg_decay, clip_value, seg_l1,
+          l1_rule, lr, beta1, beta2, eps, step, mu, mu_next, mu_product, status=None, diag=None):
     _run(_NADAM, params, grads, exp_avg, exp_avg_sq, None, offsets, seg_scale, seg_decay,
-         clip_value,
+         clip_value, seg_l1, l1_rule, lr,
          (beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, 1.0 - beta2**step,
           lr * (1.0 - mu) / (1.0 - mu_product), lr * mu_next / (1.0 - mu_product * mu_next)),
          (), status, diag)

@@ -1,9 +1,12 @@
-"""The dropout keep bit of :mod:`kernels.rng`, as a compiled scalar function."""
+"""The hash of :mod:`kernels.rng` as compiled scalar functions: dropout keep bits and the
+standard normal values of the input noise."""
+import math
+
 import numpy as np
 
 from .. import rng
-from .jit import scalar
-from .vecmath import cast_to
+from .jit import inline, scalar
+from .vecmath import cast_like, cast_to
 
 # uint32 throughout, truncating after each operation: numba computes with 64-bit
 # integers, and the truncations let LLVM use 32-bit vector multiplies (the 64-bit ones
@@ -17,17 +20,22 @@ _SHIFT_15 = _U32(15)
 
 
 @scalar
-def keep_bit(index, key_lo, key_hi, threshold):
-    """True when element ``index`` is kept: the lowbias32 hash of kernels.rng >= threshold
-    (``index`` is taken modulo 2^32, as the hash's first multiply does anyway)."""
+def hash_word(index, key_lo, key_hi):
+    """The lowbias32 hash of kernels.rng of element ``index`` (taken modulo 2^32, as the
+    hash's first multiply does anyway) under the uint32 key halves."""
     x = _U32(_U32(index) * _INDEX_MULTIPLIER + key_lo)
     x = _U32(x ^ key_hi)
     x = _U32(x ^ (x >> _SHIFT_16))
     x = _U32(x * _MIX_MULTIPLIER_1)
     x = _U32(x ^ (x >> _SHIFT_15))
     x = _U32(x * _MIX_MULTIPLIER_2)
-    x = _U32(x ^ (x >> _SHIFT_15))
-    return x >= threshold
+    return _U32(x ^ (x >> _SHIFT_15))
+
+
+@scalar
+def keep_bit(index, key_lo, key_hi, threshold):
+    """True when element ``index`` is kept: its hash >= threshold."""
+    return hash_word(index, key_lo, key_hi) >= threshold
 
 
 NO_DROPOUT = (False, 0, 0, 0, 1.0)
@@ -56,3 +64,27 @@ def mask_args(dropout_p, key, dtype):
 def mask_constants(key_lo, key_hi, threshold, scale, like):
     """The uint32 key halves and threshold, and the scale in the dtype of array ``like``."""
     return _U32(key_lo), _U32(key_hi), _U32(threshold), cast_to(scale, like)
+
+
+@inline
+def mask_value(dropout, index, key_lo, key_hi, threshold, scale):
+    """m / (1 - p) of element ``index``; exactly 1 (and no hashing) without dropout.
+    Inlined by numba: as a function of its own, LLVM left the loops calling it scalar."""
+    if not dropout:
+        return cast_like(1.0, scale)
+    return scale if keep_bit(index, key_lo, key_hi, threshold) else cast_like(0.0, scale)
+
+
+@scalar
+def noise_value(index, key_lo, key_hi, second_hi):
+    """The float64 standard normal value of element ``index`` (Box-Muller of kernels.rng on
+    the hash words under ``key_hi`` and ``second_hi = key_hi ^ NOISE_SECOND_STREAM``)."""
+    u1 = (np.float64(hash_word(index, key_lo, key_hi)) + 1.0) * 2.0**-32
+    u2 = np.float64(hash_word(index, key_lo, second_hi)) * 2.0**-32
+    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+
+
+def noise_args(key):
+    """(key_lo, key_hi, second_hi) of a noise ``key``, as uint32 for the compiled kernels."""
+    key_lo, key_hi = rng.split_key(int(key))
+    return _U32(key_lo), _U32(key_hi), _U32(key_hi ^ rng.NOISE_SECOND_STREAM)

@@ -13,10 +13,13 @@ except ImportError as error:
                       "'fusedense[cuda12]' (CUDA 12) or 'fusedense[cuda13]' (CUDA 13)") from None
 
 from .arrays import copy_into, empty, take_rows, to_device, to_host, zeros  # noqa: E402
+from .augment import class_weights, gaussian_noise, mix_class_targets, mix_rows  # noqa: E402
+from .constraints import max_norm  # noqa: E402
 from .graphs import capture  # noqa: E402
 from .decisions import guard_update, metric_sums  # noqa: E402
 from .dense import apply_output, dense_backward, dense_forward, dropout_mask, matmul  # noqa: E402
 from .losses import binary_cross_entropy, huber, mse, softmax_cross_entropy  # noqa: E402
+from .norm import norm_backward, norm_forward  # noqa: E402
 from .optim import adadelta, adagrad, adam, grad_sq_norms, nadam, rmsprop, sgd  # noqa: E402
 from .precision import get_matmul_precision, set_matmul_precision  # noqa: E402
 

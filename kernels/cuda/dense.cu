@@ -34,19 +34,8 @@
 // caller derives from the shapes only: results are bitwise the same run to run, whatever
 // the device's size. No floating-point atomics.
 #include "activations.cuh"
+#include "reductions.cuh"
 #include "rng.cuh"
-
-// Dynamic shared memory, viewed as T by each kernel that uses it.
-extern __shared__ __align__(16) unsigned char shared_bytes[];
-
-// keep / (1 - p) of element k. Multiplied, never selected: NaN and inf in a dropped element's
-// other factor stay visible, as in the reference's multiplication by its mask.
-template <typename T>
-__device__ __forceinline__ T mask_value(long long k, unsigned int key_lo, unsigned int key_hi,
-                                        unsigned int threshold, T scale) {
-    return fd::keep_bit(static_cast<unsigned long long>(k), key_lo, key_hi, threshold) ? scale
-                                                                                        : T(0);
-}
 
 // Y = act(Z + b) * keep / (1 - p) and Z = Z + b (spec.Backend.dense_forward after the GEMM),
 // V elements k, ..., k + V - 1 of one row at a time (m a multiple of V, every array aligned
@@ -84,7 +73,7 @@ __global__ void forward_epilogue(T* Z, T* Y, const T* b, const T* slope, long lo
                 alive[j + e] = 1;
             }
             if (dropout) {
-                y.v[e] *= mask_value(k + e, key_lo, key_hi, threshold, scale);
+                y.v[e] *= fd::mask_value(k + e, key_lo, key_hi, threshold, scale);
             }
         }
         if (separate) {
@@ -103,15 +92,14 @@ __global__ void forward_epilogue(T* Z, T* Y, const T* b, const T* slope, long lo
 // (chunks, m).
 // Thread (x, y) of a block owns column j = blockIdx.x * blockDim.x + x and adds rows
 // first + y, first + y + blockDim.y, ... in order; the blockDim.y partial sums of a column
-// are then added by a tree in shared memory. A warp reads 32 adjacent elements of a row.
+// are then added by a tree in shared memory (fd::column_sums). A warp reads 32 adjacent
+// elements of a row.
 // dZ may be dY or Z: each element is read before the same thread writes it.
 template <typename T>
 __global__ void backward_columns(const T* dY, const T* Z, T* dZ, const T* slope, long long n,
                                  long long m, long long chunk_rows, int act, T alpha, int dropout,
                                  unsigned int key_lo, unsigned int key_hi, unsigned int threshold,
                                  T scale, T* sums, T* slope_sums) {
-    T* column_part = reinterpret_cast<T*>(shared_bytes);
-    T* slope_part = column_part + blockDim.x * blockDim.y;
     const bool prelu = act == fd::activation::PRELU;
     const long long j = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x;
     const long long first = static_cast<long long>(blockIdx.y) * chunk_rows;
@@ -124,7 +112,7 @@ __global__ void backward_columns(const T* dY, const T* Z, T* dZ, const T* slope,
             const long long k = i * m + j;
             T upstream = dY[k];
             if (dropout) {
-                upstream *= mask_value(k, key_lo, key_hi, threshold, scale);
+                upstream *= fd::mask_value(k, key_lo, key_hi, threshold, scale);
             }
             const T z = Z[k];
             const T grad = upstream * fd::derivative(act, z, alpha, unit_slope);
@@ -135,22 +123,13 @@ __global__ void backward_columns(const T* dY, const T* Z, T* dZ, const T* slope,
             }
         }
     }
-    const unsigned int t = threadIdx.y * blockDim.x + threadIdx.x;
-    column_part[t] = column_sum;
-    slope_part[t] = slope_sum;
-    __syncthreads();
-    for (unsigned int half = blockDim.y / 2; half > 0; half /= 2) {
-        if (threadIdx.y < half) {
-            column_part[t] += column_part[t + half * blockDim.x];
-            slope_part[t] += slope_part[t + half * blockDim.x];
-        }
-        __syncthreads();
-    }
+    T totals[2] = {column_sum, slope_sum};
+    fd::column_sums(reinterpret_cast<T*>(shared_bytes), totals);
     if (threadIdx.y == 0 && j < m) {
         const long long at = static_cast<long long>(blockIdx.y) * m + j;
-        sums[at] = column_part[t];
+        sums[at] = totals[0];
         if (prelu) {
-            slope_sums[at] = slope_part[t];
+            slope_sums[at] = totals[1];
         }
     }
 }
@@ -192,7 +171,7 @@ __global__ void backward_elements(const T* dY, const T* Z, T* dZ, const T* slope
          k += stride) {
         T upstream = dY[k];
         if (dropout) {
-            upstream *= mask_value(k, key_lo, key_hi, threshold, scale);
+            upstream *= fd::mask_value(k, key_lo, key_hi, threshold, scale);
         }
         dZ[k] = upstream * fd::derivative(act, Z[k], alpha, prelu ? slope[k % m] : T(0));
     }
@@ -208,7 +187,7 @@ __global__ void dropout_mask(T* out, long long total, unsigned int key_lo, unsig
          k < total; k += stride) {
         fd::Pack<T, V> mask;
         for (int e = 0; e < V; ++e) {
-            mask.v[e] = mask_value(k + e, key_lo, key_hi, threshold, scale);
+            mask.v[e] = fd::mask_value(k + e, key_lo, key_hi, threshold, scale);
         }
         fd::store<V>(out + k, mask);
     }
@@ -230,29 +209,6 @@ struct NanMax {
     __device__ T operator()(T a, T b) const { return (b > a || b != b) ? b : a; }
 };
 
-struct Plus {
-    template <typename T>
-    __device__ T operator()(T a, T b) const { return a + b; }
-};
-
-// combine over the ``value`` of every thread of the block, by a tree in a fixed order
-// (blockDim.x a power of two); every thread gets the result. All threads must call it.
-template <typename T, typename Combine>
-__device__ T block_reduce(T* buffer, T value, Combine combine) {
-    const unsigned int t = threadIdx.x;
-    buffer[t] = value;
-    __syncthreads();
-    for (unsigned int half = blockDim.x / 2; half > 0; half /= 2) {
-        if (t < half) {
-            buffer[t] = combine(buffer[t], buffer[t + half]);
-        }
-        __syncthreads();
-    }
-    const T result = buffer[0];
-    __syncthreads();  // the buffer is written again by the next reduction
-    return result;
-}
-
 // Row-wise softmax of X (n, k) into out (apply_output's OUTPUT_SOFTMAX), as the reference:
 // exp(x - max) / sum exp(x - max), a division. out may be X: each element is read and
 // written by the same thread, and the row's max is taken before any is written.
@@ -266,14 +222,14 @@ __global__ void softmax_rows(const T* X, T* out, long long n, long long k) {
         for (long long c = threadIdx.x; c < k; c += blockDim.x) {
             top = NanMax()(top, x[c]);
         }
-        top = block_reduce(buffer, top, NanMax());
+        top = fd::block_reduce(buffer, top, NanMax());
         T sum = T(0);
         for (long long c = threadIdx.x; c < k; c += blockDim.x) {
             const T e = fd::exp(x[c] - top);
             y[c] = e;
             sum += e;
         }
-        sum = block_reduce(buffer, sum, Plus());
+        sum = fd::block_reduce(buffer, sum, fd::Plus());
         for (long long c = threadIdx.x; c < k; c += blockDim.x) {
             y[c] = y[c] / sum;
         }

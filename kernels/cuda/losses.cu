@@ -48,7 +48,8 @@ __global__ void count_targets(const long long* targets, long long n, long long k
 // 1 / counts[0] (0 when no row is kept: the loss is then NaN, the gradient 0, as torch).
 // Rows with y == ignore_index give loss and gradient 0; a y outside [0, k) gives NaN in
 // both (the host raises for it when it reads the total; otherwise the total is NaN).
-// losses and grad may be null.
+// losses, grad and weights may be null. With weights, row i's loss is T(loss) w_i and its
+// gradient takes w_i scale in place of scale (no weights: w_i = 1, products exact).
 // A row's loss, rounded to T as the reference keeps it, into ``losses`` (when given) and
 // the block's running total, by the first thread of the row's group.
 template <typename G, typename T>
@@ -62,8 +63,8 @@ __device__ __forceinline__ void post_row_loss(T loss, T* losses, long long row, 
 template <typename T, typename G>
 __global__ void cross_entropy_classes(const T* logits, const long long* targets, long long n,
                                       long long k, long long ignore_index, T on, T off,
-                                      const long long* counts, int mean, T* losses, T* grad,
-                                      double* partials) {
+                                      const long long* counts, int mean, const T* weights,
+                                      T* losses, T* grad, double* partials) {
     T scale = T(1);
     if (mean) {
         const long long kept = counts[0];
@@ -75,6 +76,8 @@ __global__ void cross_entropy_classes(const T* logits, const long long* targets,
         const T* x = logits + row * k;
         T* g = grad ? grad + row * k : nullptr;
         const long long y = targets[row];
+        const T w = weights ? weights[row] : T(1);
+        const T factor = fd::mul(w, scale);
         double loss;
         if (y == ignore_index || y < 0 || y >= k) {
             const bool ignored = y == ignore_index;
@@ -95,28 +98,31 @@ __global__ void cross_entropy_classes(const T* logits, const long long* targets,
             for (long long j = G::rank(); j < k; j += G::size()) {
                 const T d = x[j] - m;
                 if (j != y) sum_other += double(d);
-                if (g) g[j] = fd::loss::cross_entropy_grad(fd::exp(d), a, j == y ? on : off, scale);
+                if (g) g[j] = fd::loss::cross_entropy_grad(fd::exp(d), a, j == y ? on : off, factor);
             }
             sum_other = G::sum(sum_other);
             loss = fd::loss::class_row_loss(fd::log(s), tsum, on, off, sum_other, x_y - m);
         }
-        post_row_loss<G>(T(loss), losses, row, block_total);
+        post_row_loss<G>(fd::mul(T(loss), w), losses, row, block_total);
     }
     fd::loss::post_block_total(block_total, partials);
 }
 
 // Distribution targets (n, k): t_k = keep targets_k + off (keep = 1 - e, off = e / K).
 // Per row: loss = log s sum_k t_k - sum_k t_k (x_k - m), grad_k = (exp(x_k - m) a - t_k)
-// scale with a = sum_k t_k / s; scale is 1, or 1 / n for a MEAN (given by the caller).
+// scale with a = sum_k t_k / s; scale is 1, or 1 / n for a MEAN (given by the caller);
+// weights (may be null) as in cross_entropy_classes.
 template <typename T, typename G>
 __global__ void cross_entropy_dense(const T* logits, const T* targets, long long n, long long k,
-                                    T keep, T off, T scale, T* losses, T* grad,
+                                    T keep, T off, T scale, const T* weights, T* losses, T* grad,
                                     double* partials) {
     double block_total = 0.0;
     for (long long row = G::first_row(); row < n; row += G::row_stride()) {
         const T* x = logits + row * k;
         const T* t = targets + row * k;
         T* g = grad ? grad + row * k : nullptr;
+        const T w = weights ? weights[row] : T(1);
+        const T factor = fd::mul(w, scale);
         T m;
         double s;
         fd::loss::row_softmax<G>(x, k, m, s);
@@ -130,27 +136,31 @@ __global__ void cross_entropy_dense(const T* logits, const T* targets, long long
             const T d = x[j] - m;
             const T t_j = fd::loss::smoothed_target(keep, t[j], off);
             sum_td += double(t_j) * double(d);
-            if (g) g[j] = fd::loss::cross_entropy_grad(fd::exp(d), a, t_j, scale);
+            if (g) g[j] = fd::loss::cross_entropy_grad(fd::exp(d), a, t_j, factor);
         }
         sum_td = G::sum(sum_td);
         const double loss = fd::loss::dense_row_loss(fd::log(s), tsum, sum_td);
-        post_row_loss<G>(T(loss), losses, row, block_total);
+        post_row_loss<G>(fd::mul(T(loss), w), losses, row, block_total);
     }
     fd::loss::post_block_total(block_total, partials);
 }
 
-// losses_i = l(pred_i, targets_i), grad_i = dl/dx (pred_i, targets_i) scale over n
-// elements (L: fd::loss::Bce, Mse or Huber); scale is 1, or 1 / n for a MEAN.
+// losses_i = l(pred_i, targets_i) w, grad_i = dl/dx (pred_i, targets_i) (w scale) over n
+// elements (L: fd::loss::Bce, Mse or Huber); scale is 1, or 1 / n for a MEAN. w is the
+// weight of element i's row, weights[i / row_size], or 1 when weights is null.
 template <typename T, typename L>
 __global__ void elementwise_loss(const T* pred, const T* targets, long long n, T delta, T scale,
-                                 T* losses, T* grad, double* partials) {
+                                 const T* weights, long long row_size, T* losses, T* grad,
+                                 double* partials) {
     double block_total = 0.0;
     const long long stride = (long long)gridDim.x * blockDim.x;
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
         T loss, g;
         L::eval(pred[i], targets[i], delta, loss, g);
+        const T w = weights ? weights[i / row_size] : T(1);
+        loss = fd::mul(loss, w);
         if (losses) losses[i] = loss;
-        if (grad) grad[i] = g * scale;
+        if (grad) grad[i] = g * fd::mul(w, scale);
         block_total += double(loss);
     }
     fd::loss::post_block_total(block_total, partials);

@@ -107,6 +107,15 @@ def _total(total):
     return total
 
 
+def _weights(weights, pred):
+    """The row weights as the kernels read them (contiguous), or None."""
+    if weights is None:
+        return None
+    device_array(weights, "weights", (pred.dtype,))
+    spec.check_weights(weights, pred)
+    return cupy.ascontiguousarray(weights)
+
+
 def grid_blocks(items, per_block):
     """Blocks for ``items`` at ``per_block`` each, capped at MAX_BLOCKS (0 for no items)."""
     return min(-(-items // per_block), MAX_BLOCKS)
@@ -138,7 +147,7 @@ def _finish(partials, blocks, counts, count, mean, total, k=None):
 
 # ------------------------------------------------------------------------------ ops
 def softmax_cross_entropy(logits, targets, label_smoothing, ignore_index, reduction, losses, grad,
-                          total=None):
+                          total=None, weights=None):
     """spec.Backend.softmax_cross_entropy: cross_entropy_classes (class targets, after
     count_targets) or cross_entropy_dense (distribution targets), then finish_loss."""
     device_array(logits, "logits", FLOATS, ndim=2)
@@ -153,6 +162,7 @@ def softmax_cross_entropy(logits, targets, label_smoothing, ignore_index, reduct
     losses, losses_out = _output(losses, "losses", (n,), dtype)
     grad, grad_out = _output(grad, "grad", (n, k), dtype)
     _total(total)
+    weights = _weights(weights, logits)
     x = cupy.ascontiguousarray(logits)
     t = cupy.ascontiguousarray(targets)
     group, blocks, threads = row_launch(n, k)
@@ -169,20 +179,21 @@ def softmax_cross_entropy(logits, targets, label_smoothing, ignore_index, reduct
             SOURCE.function(instance("cross_entropy_classes", dtype, group))(
                 (blocks,), (threads,),
                 (x, t, np.int64(n), np.int64(k), ignore_index, keep + off, off, counts,
-                 np.int32(mean), losses, grad, partials))
+                 np.int32(mean), weights, losses, grad, partials))
         _write_back((losses, losses_out), (grad, grad_out))
         return _finish(partials, blocks, counts, 0.0, mean, total, k)
     if blocks:
         scale = scalar(1.0 / n if mean else 1.0, dtype)
         SOURCE.function(instance("cross_entropy_dense", dtype, group))(
             (blocks,), (threads,),
-            (x, t, np.int64(n), np.int64(k), keep, off, scale, losses, grad, partials))
+            (x, t, np.int64(n), np.int64(k), keep, off, scale, weights, losses, grad, partials))
     _write_back((losses, losses_out), (grad, grad_out))
     return _finish(partials, blocks, None, float(n), mean, total)
 
 
-def _elementwise(loss, pred, pred_argument, targets, delta, reduction, losses, grad, total):
-    """elementwise_loss over the flat arrays, then finish_loss; MEAN divides by the size."""
+def _elementwise(loss, pred, pred_argument, targets, delta, reduction, losses, grad, total, weights):
+    """elementwise_loss over the flat arrays, then finish_loss; MEAN divides by the size.
+    Element e's weight is ``weights[e // row_size]``, row_size the elements of a row."""
     device_array(pred, pred_argument, FLOATS)
     dtype, shape, n = pred.dtype, pred.shape, pred.size
     device_array(targets, "targets", (dtype,), shape=shape)
@@ -190,28 +201,31 @@ def _elementwise(loss, pred, pred_argument, targets, delta, reduction, losses, g
     losses, losses_out = _output(losses, "losses", shape, dtype)
     grad, grad_out = _output(grad, "grad", shape, dtype)
     _total(total)
+    weights = _weights(weights, pred)
+    row_size = n // shape[0] if weights is not None and n else 1
     partials = scratch("loss_partials", (MAX_BLOCKS,), np.float64)
     blocks = grid_blocks(n, ELEMENT_THREADS * ELEMENTS_PER_THREAD)
     if blocks:
         SOURCE.function(instance("elementwise_loss", dtype, _ELEMENTWISE[loss]))(
             (blocks,), (ELEMENT_THREADS,),
             (cupy.ascontiguousarray(pred), cupy.ascontiguousarray(targets), np.int64(n),
-             scalar(delta, dtype), scalar(1.0 / n if mean else 1.0, dtype), losses, grad, partials))
+             scalar(delta, dtype), scalar(1.0 / n if mean else 1.0, dtype), weights, np.int64(row_size),
+             losses, grad, partials))
     _write_back((losses, losses_out), (grad, grad_out))
     return _finish(partials, blocks, None, float(n), mean, total)
 
 
-def binary_cross_entropy(logits, targets, reduction, losses, grad, total=None):
+def binary_cross_entropy(logits, targets, reduction, losses, grad, total=None, weights=None):
     """spec.Backend.binary_cross_entropy (fd::loss::Bce)."""
-    return _elementwise("bce", logits, "logits", targets, 0.0, reduction, losses, grad, total)
+    return _elementwise("bce", logits, "logits", targets, 0.0, reduction, losses, grad, total, weights)
 
 
-def mse(pred, targets, reduction, losses, grad, total=None):
+def mse(pred, targets, reduction, losses, grad, total=None, weights=None):
     """spec.Backend.mse (fd::loss::Mse)."""
-    return _elementwise("mse", pred, "pred", targets, 0.0, reduction, losses, grad, total)
+    return _elementwise("mse", pred, "pred", targets, 0.0, reduction, losses, grad, total, weights)
 
 
-def huber(pred, targets, delta, reduction, losses, grad, total=None):
+def huber(pred, targets, delta, reduction, losses, grad, total=None, weights=None):
     """spec.Backend.huber (fd::loss::Huber); ``delta`` is rounded to the dtype, as NumPy
     rounds a Python float against an array."""
-    return _elementwise("huber", pred, "pred", targets, delta, reduction, losses, grad, total)
+    return _elementwise("huber", pred, "pred", targets, delta, reduction, losses, grad, total, weights)

@@ -62,8 +62,8 @@ __device__ __forceinline__ void step(OPTIM_FLAT_PARAMS(T), OPTIM_TALLY_PARAMS, c
     }
     if (fo::skip_update(skip)) return;
     extern __shared__ double sums[];
-    const fo::Flat<T> b{params, grads, state1, state2, state3, offsets, segments,
-                        seg_scale, seg_decay, n, clip_value};
+    const fo::Flat<T> b{params, grads, state1, state2, state3, offsets, segments, seg_scale,
+                        seg_decay, n, clip_value, seg_l1, l1_lr, l1_rule};
     const long long slots = fo::tally_slots(n, chunk, segments);
     fo::update_chunk(b, chunk, blockIdx.x, threadIdx.x, blockDim.x, op,
                      [&](long long s, const fo::Tally& tally) {
@@ -79,10 +79,11 @@ __device__ __forceinline__ void step(OPTIM_FLAT_PARAMS(T), OPTIM_TALLY_PARAMS, c
 // Slot 1: momentum_buf (null without momentum).
 template <typename T>
 __global__ void sgd_step(OPTIM_FLAT_PARAMS(T), OPTIM_TALLY_PARAMS, T lr, T momentum,
-                         T one_minus_dampening, int use_momentum, int nesterov, int first_step) {
+                         T one_minus_dampening, int use_momentum, int nesterov, int first_step,
+                         int decoupled) {
     step(OPTIM_FLAT_ARGS, partials, chunk,
          fo::Sgd<T>{lr, momentum, one_minus_dampening, use_momentum != 0, nesterov != 0,
-                    first_step != 0});
+                    first_step != 0, decoupled != 0});
 }
 
 // Slot 1: state_sum.
@@ -140,32 +141,64 @@ __global__ void update_tally_totals(const double* partials, const long long* off
 
 // Block b: partials[partial_slot(b, s)] = sum of clip(g)^2 over its piece of segment s, for
 // the pieces of [b chunk, min(n, (b + 1) chunk)). The piece walk is the same for every
-// thread of the block, so all of them reach block_sum's barriers.
+// thread of the block, so all of them reach block_sum's barriers. With `params` (null:
+// no penalty), each gradient first becomes fo::penalized_grad (written back), and the
+// piece's sums of p^2 and |p| go to the same slot of the partials' second and third halves
+// (fo::penalty_total); `params` is the same for the whole grid, so all threads still meet.
 template <typename T>
-__global__ void sq_norm_partials(const T* grads, const long long* offsets, long long segments,
-                                 long long n, long long chunk, T clip_value, double* partials) {
+__global__ void sq_norm_partials(T* grads, const long long* offsets, long long segments,
+                                 long long n, long long chunk, T clip_value, double* partials,
+                                 const T* params, const double* seg_l1, const double* seg_l2,
+                                 int l1_in_gradient) {
     extern __shared__ double sums[];
     const long long start = blockIdx.x * chunk;
     const long long stop = start + chunk < n ? start + chunk : n;
+    const long long slots = gridDim.x + segments;
     fo::for_each_piece(offsets, segments, start, stop,
                        [&](long long s, long long begin, long long end) {
-        double sum = 0.0;
-        for (long long i = begin + threadIdx.x; i < end; i += blockDim.x)
-            sum += fo::clipped_square(grads[i], clip_value);
+        double sum = 0.0, param_sq = 0.0, param_abs = 0.0;
+        if (params == nullptr) {
+            for (long long i = begin + threadIdx.x; i < end; i += blockDim.x)
+                sum += fo::clipped_square(grads[i], clip_value);
+        } else {
+            const T l2 = T(seg_l2[s]), l1 = T(seg_l1[s]);
+            for (long long i = begin + threadIdx.x; i < end; i += blockDim.x) {
+                const T p = params[i];
+                const T g = fo::penalized_grad(grads[i], p, l2, l1, l1_in_gradient != 0);
+                grads[i] = g;
+                sum += fo::clipped_square(g, clip_value);
+                const double w = double(p);
+                param_sq += fd::mul(w, w);
+                param_abs += fd::fabs(w);
+            }
+        }
         sum = block_sum(sum, sums);
-        if (threadIdx.x == 0) partials[fo::partial_slot(blockIdx.x, s)] = sum;
+        const long long slot = fo::partial_slot(blockIdx.x, s);
+        if (threadIdx.x == 0) partials[slot] = sum;
+        if (params != nullptr) {
+            param_sq = block_sum(param_sq, sums);
+            param_abs = block_sum(param_abs, sums);
+            if (threadIdx.x == 0) {
+                partials[slots + slot] = param_sq;
+                partials[2 * slots + slot] = param_abs;
+            }
+        }
     });
 }
 
 // out[s] = the partials of segment s added in block order, and acc[s] += out[s] unless
-// acc is null (grad_sq_norms' sum over steps).
+// acc is null (grad_sq_norms' sum over steps). With `total` (not null: a penalty's
+// partials were summed), thread 0 adds the penalty's value to total[0] (fo::penalty_total).
 __global__ void sq_norm_totals(const double* partials, const long long* offsets,
                                long long segments, long long chunk, long long blocks,
-                               double* out, double* acc) {
+                               double* out, double* acc, const double* seg_l1,
+                               const double* seg_l2, double* total) {
     const long long s = blockIdx.x * (long long)blockDim.x + threadIdx.x;
     if (s < segments) {
-        const double total = fo::sq_norm_total(partials, offsets, s, chunk, blocks);
-        out[s] = total;
-        if (acc != nullptr) acc[s] += total;
+        const double sum = fo::sq_norm_total(partials, offsets, s, chunk, blocks);
+        out[s] = sum;
+        if (acc != nullptr) acc[s] += sum;
     }
+    if (s == 0 && total != nullptr)
+        total[0] += fo::penalty_total(partials, offsets, segments, chunk, blocks, seg_l1, seg_l2);
 }

@@ -25,7 +25,7 @@ import math
 import cupy
 import numpy as np
 
-from ..spec import GUARD_SKIP
+from ..spec import GUARD_SKIP, L1_CLIPPED, L1_GRADIENT, L1_PROXIMAL
 from .compiler import VECTOR_BYTES, Source, instances, scalar
 
 _UPDATES = ("sgd_step", "adagrad_step", "rmsprop_step", "adadelta_step", "adam_step", "nadam_step")
@@ -81,15 +81,27 @@ def _skip_flag(status):
     return None if status is None else status[GUARD_SKIP:GUARD_SKIP + 1]
 
 
-def _update_args(params, grads, states, offsets, seg_scale, seg_decay, clip_value, status,
+def _l1_rule(seg_l1, l1_rule, lr):
+    """The ops' L1 rule after the step as the kernels take it, (seg_l1, lr, rule): seg_l1
+    None (and rule L1_GRADIENT) where no rule acts; ValueError for an unknown rule."""
+    if l1_rule not in (L1_GRADIENT, L1_CLIPPED, L1_PROXIMAL):
+        raise ValueError(f"l1_rule must be L1_GRADIENT, L1_CLIPPED or L1_PROXIMAL (0, 1, 2); got {l1_rule!r}")
+    if seg_l1 is None or l1_rule == L1_GRADIENT:
+        return None, lr, L1_GRADIENT
+    return seg_l1, lr, l1_rule
+
+
+def _update_args(params, grads, states, offsets, seg_scale, seg_decay, clip_value, l1, status,
                  floats, flags, aligned, partials=None, chunk=0):
     """The arguments of an update kernel: OPTIM_FLAT_PARAMS(T) of optim_math.cuh, then
     OPTIM_TALLY_PARAMS of optim.cu (``partials`` None without diagnostics) and the kernel's
-    constants (T) and flags (int); ``states``: three arrays or None."""
+    constants (T) and flags (int); ``states``: three arrays or None; ``l1``: the
+    (seg_l1, lr, rule) of :func:`_l1_rule`."""
     dtype = params.dtype
+    seg_l1, lr, rule = l1
     return ([params, grads, *states, offsets, np.int64(offsets.size - 1), seg_scale, seg_decay,
              np.int64(params.size), np.int32(aligned), _skip_flag(status), scalar(clip_value, dtype),
-             partials, np.int64(chunk)]
+             seg_l1, np.float64(lr), np.int32(rule), partials, np.int64(chunk)]
             + [scalar(value, dtype) for value in floats] + [np.int32(bool(flag)) for flag in flags])
 
 
@@ -121,11 +133,12 @@ def _scratch(size):
     return partials
 
 
-def _update(kernel, params, grads, states, offsets, seg_scale, seg_decay, clip_value, status,
-            floats, flags, diag):
+def _update(kernel, params, grads, states, offsets, seg_scale, seg_decay, clip_value, l1,
+            status, floats, flags, diag):
     """Launch update ``kernel`` (``<op>_step``). ``states``: three (name, array) slots, None
-    where the optimizer leaves one unused; ``floats`` its constants, ``flags`` its booleans;
-    ``diag``: kernels.spec's (S, 2) sums, or None."""
+    where the optimizer leaves one unused; ``l1``: the op's (seg_l1, l1_rule, lr);
+    ``floats`` its constants, ``flags`` its booleans; ``diag``: kernels.spec's (S, 2) sums,
+    or None."""
     params = _device_array(params, "params")
     n, dtype = params.size, params.dtype
     grads = cupy.ascontiguousarray(_device_array(grads, "grads", dtype, n))
@@ -134,6 +147,8 @@ def _update(kernel, params, grads, states, offsets, seg_scale, seg_decay, clip_v
     offsets = _offsets(offsets, n)
     seg_scale = _per_segment(seg_scale, "seg_scale", offsets)
     seg_decay = _per_segment(seg_decay, "seg_decay", offsets)
+    seg_l1, lr, rule = _l1_rule(*l1)
+    l1 = (None if seg_l1 is None else _per_segment(seg_l1, "seg_l1", offsets), lr, rule)
     if status is not None:
         status = _device_array(status, "status", np.float64)
         if status.size <= GUARD_SKIP:
@@ -149,7 +164,7 @@ def _update(kernel, params, grads, states, offsets, seg_scale, seg_decay, clip_v
         blocks = min(max(1, -(-units // THREADS)), MAX_UPDATE_BLOCKS)
         _SOURCE.function(kernel, dtype)(
             (blocks,), (THREADS,),
-            _update_args(work[0], grads, work[1:], offsets, seg_scale, seg_decay, clip_value,
+            _update_args(work[0], grads, work[1:], offsets, seg_scale, seg_decay, clip_value, l1,
                          status, floats, flags, aligned))
     else:
         chunk, blocks = _norm_layout(n)
@@ -158,7 +173,7 @@ def _update(kernel, params, grads, states, offsets, seg_scale, seg_decay, clip_v
         target = diag if diag.flags.c_contiguous else cupy.ascontiguousarray(diag)
         _SOURCE.function(kernel, dtype)(
             (blocks,), (THREADS,),
-            _update_args(work[0], grads, work[1:], offsets, seg_scale, seg_decay, clip_value,
+            _update_args(work[0], grads, work[1:], offsets, seg_scale, seg_decay, clip_value, l1,
                          status, floats, flags, aligned, partials, chunk),
             shared_mem=THREADS * 8)
         _SOURCE.function("update_tally_totals")(
@@ -173,8 +188,8 @@ def _update(kernel, params, grads, states, offsets, seg_scale, seg_decay, clip_v
 
 # --------------------------------------------------------------------- the updates
 # Each op's constants, in the order of its kernel's parameters after clip_value.
-def _sgd_constants(lr, momentum, dampening, nesterov, first_step):
-    return (lr, momentum, 1.0 - dampening), (momentum != 0.0, nesterov, first_step)
+def _sgd_constants(lr, momentum, dampening, nesterov, decoupled, first_step):
+    return (lr, momentum, 1.0 - dampening), (momentum != 0.0, nesterov, first_step, decoupled)
 
 
 def _adagrad_constants(lr, eps):
@@ -202,56 +217,61 @@ def _nadam_constants(lr, beta1, beta2, eps, step, mu, mu_next, mu_product):
             ())
 
 
-def sgd(params, grads, momentum_buf, offsets, seg_scale, seg_decay, clip_value,
-        lr, momentum, dampening, nesterov, first_step, status=None, diag=None):
-    """torch SGD (kernels.spec.Backend.sgd); ``momentum_buf`` may be None without momentum."""
+def sgd(params, grads, momentum_buf, offsets, seg_scale, seg_decay, clip_value, seg_l1, l1_rule,
+        lr, momentum, dampening, nesterov, decoupled, first_step, status=None, diag=None):
+    """torch SGD / SGDW (kernels.spec.Backend.sgd); ``momentum_buf`` may be None without
+    momentum."""
     slot = ("momentum_buf", momentum_buf) if momentum != 0.0 else None
     _update("sgd_step", params, grads, (slot, None, None), offsets, seg_scale, seg_decay,
-            clip_value, status, *_sgd_constants(lr, momentum, dampening, nesterov, first_step),
-            diag)
+            clip_value, (seg_l1, l1_rule, lr), status,
+            *_sgd_constants(lr, momentum, dampening, nesterov, decoupled, first_step), diag)
 
 
-def adagrad(params, grads, state_sum, offsets, seg_scale, seg_decay, clip_value, lr, eps,
-            status=None, diag=None):
+def adagrad(params, grads, state_sum, offsets, seg_scale, seg_decay, clip_value, seg_l1, l1_rule,
+            lr, eps, status=None, diag=None):
     """torch Adagrad (kernels.spec.Backend.adagrad)."""
     _update("adagrad_step", params, grads, (("state_sum", state_sum), None, None), offsets,
-            seg_scale, seg_decay, clip_value, status, *_adagrad_constants(lr, eps), diag)
+            seg_scale, seg_decay, clip_value, (seg_l1, l1_rule, lr), status,
+            *_adagrad_constants(lr, eps), diag)
 
 
 def rmsprop(params, grads, square_avg, grad_avg, momentum_buf, offsets, seg_scale, seg_decay,
-            clip_value, lr, alpha, eps, momentum, centered, status=None, diag=None):
+            clip_value, seg_l1, l1_rule, lr, alpha, eps, momentum, centered, status=None, diag=None):
     """torch RMSprop (kernels.spec.Backend.rmsprop); ``grad_avg`` may be None unless
     centered, ``momentum_buf`` without momentum."""
     slots = (("square_avg", square_avg), ("grad_avg", grad_avg) if centered else None,
              ("momentum_buf", momentum_buf) if momentum > 0.0 else None)
     _update("rmsprop_step", params, grads, slots, offsets, seg_scale, seg_decay, clip_value,
-            status, *_rmsprop_constants(lr, alpha, eps, momentum, centered), diag)
+            (seg_l1, l1_rule, lr), status,
+            *_rmsprop_constants(lr, alpha, eps, momentum, centered), diag)
 
 
 def adadelta(params, grads, square_avg, acc_delta, offsets, seg_scale, seg_decay, clip_value,
-             lr, rho, eps, status=None, diag=None):
+             seg_l1, l1_rule, lr, rho, eps, status=None, diag=None):
     """torch Adadelta (kernels.spec.Backend.adadelta)."""
     _update("adadelta_step", params, grads, (("square_avg", square_avg), ("acc_delta", acc_delta),
                                              None),
-            offsets, seg_scale, seg_decay, clip_value, status, *_adadelta_constants(lr, rho, eps),
-            diag)
+            offsets, seg_scale, seg_decay, clip_value, (seg_l1, l1_rule, lr), status,
+            *_adadelta_constants(lr, rho, eps), diag)
 
 
 def adam(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, offsets, seg_scale, seg_decay,
-         clip_value, lr, beta1, beta2, eps, step, decoupled, amsgrad, status=None, diag=None):
+         clip_value, seg_l1, l1_rule, lr, beta1, beta2, eps, step, decoupled, amsgrad, status=None,
+         diag=None):
     """torch Adam / AdamW (kernels.spec.Backend.adam); ``max_exp_avg_sq`` is not touched
     (it may be None, or a stand-in such as ``exp_avg_sq``) without amsgrad."""
     slots = (("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq),
              ("max_exp_avg_sq", max_exp_avg_sq) if amsgrad else None)
-    _update("adam_step", params, grads, slots, offsets, seg_scale, seg_decay, clip_value, status,
+    _update("adam_step", params, grads, slots, offsets, seg_scale, seg_decay, clip_value,
+            (seg_l1, l1_rule, lr), status,
             *_adam_constants(lr, beta1, beta2, eps, step, decoupled, amsgrad), diag)
 
 
-def nadam(params, grads, exp_avg, exp_avg_sq, offsets, seg_scale, seg_decay, clip_value,
-          lr, beta1, beta2, eps, step, mu, mu_next, mu_product, status=None, diag=None):
+def nadam(params, grads, exp_avg, exp_avg_sq, offsets, seg_scale, seg_decay, clip_value, seg_l1,
+          l1_rule, lr, beta1, beta2, eps, step, mu, mu_next, mu_product, status=None, diag=None):
     """torch NAdam with the caller's momentum schedule (kernels.spec.Backend.nadam)."""
     _update("nadam_step", params, grads, (("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq), None),
-            offsets, seg_scale, seg_decay, clip_value, status,
+            offsets, seg_scale, seg_decay, clip_value, (seg_l1, l1_rule, lr), status,
             *_nadam_constants(lr, beta1, beta2, eps, step, mu, mu_next, mu_product), diag)
 
 
@@ -263,32 +283,55 @@ def _norm_layout(n):
     return chunk, -(-n // chunk)
 
 
-def _norm_args(grads, offsets, clip_value, chunk, blocks, partials, out, acc=None):
-    """The arguments of sq_norm_partials and of sq_norm_totals (optim.cu)."""
+def _norm_args(grads, offsets, clip_value, chunk, blocks, partials, out, acc=None, penalty=None):
+    """The arguments of sq_norm_partials and of sq_norm_totals (optim.cu); ``penalty``:
+    None, or (params, seg_l1, seg_l2, l1_in_gradient, total) with ``total`` None where the
+    penalty's value is not wanted."""
     segments = np.int64(offsets.size - 1)
+    params, seg_l1, seg_l2, l1_in_gradient, total = penalty or (None, None, None, False, None)
     return ([grads, offsets, segments, np.int64(grads.size), np.int64(chunk),
-             scalar(clip_value, grads.dtype), partials],
-            [partials, offsets, segments, np.int64(chunk), np.int64(blocks), out, acc])
+             scalar(clip_value, grads.dtype), partials, params, seg_l1, seg_l2,
+             np.int32(bool(l1_in_gradient))],
+            [partials, offsets, segments, np.int64(chunk), np.int64(blocks), out, acc,
+             seg_l1, seg_l2, total])
 
 
-def grad_sq_norms(grads, offsets, clip_value, out, acc=None):
+def _penalty(grads, offsets, params, seg_l1, seg_l2, l1_in_gradient, total):
+    """grad_sq_norms' penalty arguments, checked: None without ``params``."""
+    if params is None:
+        return None
+    params = cupy.ascontiguousarray(_device_array(params, "params", grads.dtype, grads.size))
+    if seg_l1 is None or seg_l2 is None:
+        raise ValueError("seg_l1, seg_l2: (S,) float64 arrays are required with params")
+    seg_l1 = _per_segment(seg_l1, "seg_l1", offsets)
+    seg_l2 = _per_segment(seg_l2, "seg_l2", offsets)
+    if total is not None:
+        total = _device_array(total, "total", np.float64, 1)
+    return params, seg_l1, seg_l2, bool(l1_in_gradient), total
+
+
+def grad_sq_norms(grads, offsets, clip_value, out, acc=None, params=None, seg_l1=None, seg_l2=None,
+                  l1_in_gradient=True, total=None):
     """``out[s] = sum_{i in s} clip(grads[i], -clip_value, clip_value)^2`` in float64, and
-    ``acc[s] += out[s]`` when ``acc`` is given (kernels.spec.Backend.grad_sq_norms); the
-    segment count comes from offsets' shape."""
-    grads = cupy.ascontiguousarray(_device_array(grads, "grads"))
+    ``acc[s] += out[s]`` when ``acc`` is given; with ``params``, the L2 / L1 penalty's
+    gradient added to ``grads`` first and its value to ``total[0]``
+    (kernels.spec.Backend.grad_sq_norms); the segment count comes from offsets' shape."""
+    source = _device_array(grads, "grads")
+    grads = cupy.ascontiguousarray(source)
     offsets = _offsets(offsets, grads.size)
     segments = offsets.size - 1
     out = _device_array(out, "out", np.float64, segments)
     if acc is not None:
         acc = _device_array(acc, "acc", np.float64, segments)
+    penalty = _penalty(grads, offsets, params, seg_l1, seg_l2, l1_in_gradient, total)
     if segments == 0:
         return
     target = out if out.flags.c_contiguous else cupy.empty(segments, np.float64)
     acc_c = None if acc is None else cupy.ascontiguousarray(acc)
     chunk, blocks = _norm_layout(grads.size)
-    partials = _scratch(blocks + segments)
+    partials = _scratch((1 if penalty is None else 3) * (blocks + segments))
     partial_args, total_args = _norm_args(grads, offsets, clip_value, chunk, blocks, partials,
-                                          target, acc_c)
+                                          target, acc_c, penalty)
     if blocks:  # none for an empty buffer, whose segments are all empty: totals write 0
         _SOURCE.function("sq_norm_partials", grads.dtype)((blocks,), (THREADS,), partial_args,
                                                           shared_mem=THREADS * 8)
@@ -297,3 +340,5 @@ def grad_sq_norms(grads, offsets, clip_value, out, acc=None):
         out[...] = target
     if acc_c is not acc:
         acc[...] = acc_c
+    if penalty is not None and grads is not source:
+        source[...] = grads  # the penalty's gradient, written into a contiguous copy

@@ -20,10 +20,13 @@ FD_HD T clip(T g, T c) {
 }
 
 // What an element takes from its segment: the clip value (the same for all), seg_scale[s]
-// and seg_decay[s] rounded to T.
+// and seg_decay[s] rounded to T, and the L1 rule after the step (kernels.spec's l1_rule,
+// the same for all) with its threshold l1 = lr * seg_l1[s] (in double, rounded to T).
 template <typename T>
 struct Segment {
     T clip_value, scale, decay;
+    int l1_rule;
+    T l1;
 };
 
 // kernels.spec: g = clip(grads[i], -clip_value, clip_value) * seg_scale[s] + seg_decay[s] * p.
@@ -32,26 +35,64 @@ FD_HD T effective_grad(T grad, T p, const Segment<T>& seg) {
     return mul(clip(grad, seg.clip_value), seg.scale) + mul(seg.decay, p);
 }
 
+// Decay before the step: decoupled (SGDW, AdamW) p *= 1 - lr wd and g = clip(g) scale;
+// coupled g = effective_grad (g += wd p). Returns g; `param` is the value the step starts from.
+template <typename T>
+FD_HD T decay_step(bool decoupled, T lr, T grad, T& param, const Segment<T>& seg) {
+    if (decoupled) {
+        param = mul(param, T(1) - mul(lr, seg.decay));
+        return mul(clip(grad, seg.clip_value), seg.scale);
+    }
+    return effective_grad(grad, param, seg);
+}
+
+// kernels.spec's l1_rule codes.
+constexpr int L1_CLIPPED = 1, L1_PROXIMAL = 2;
+
+// np.sign: +-1, 0 for +-0, NaN for NaN.
+template <typename T>
+FD_HD T sign(T x) {
+    return x > T(0) ? T(1) : (x < T(0) ? T(-1) : (x == T(0) ? T(0) : x));
+}
+
+// kernels.spec's L1 rule after the optimizer's step, with t = seg.l1 (lr * seg_l1[s]):
+// `old` the parameter before the update, `p` the stepped one. L1_CLIPPED (1):
+// p -= min(t, |old|) sign(old); L1_PROXIMAL (2): p = sign(p) max(|p| - t, 0) (NaN kept, as
+// np.maximum); anything else (L1_GRADIENT): p as it is.
+template <typename T>
+FD_HD T l1_after_step(const Segment<T>& seg, T old, T p) {
+    if (seg.l1_rule == L1_CLIPPED) {
+        const T size = fd::fabs(old);
+        return p - mul(size < seg.l1 ? size : seg.l1, sign(old));
+    }
+    if (seg.l1_rule == L1_PROXIMAL) {
+        const T excess = fd::fabs(p) - seg.l1;
+        return mul(sign(p), excess > T(0) || excess != excess ? excess : T(0));
+    }
+    return p;
+}
+
 // ------------------------------------------------------------------- the optimizers
 // One struct per optimizer: its constants (in the order of the kernel's parameters, see
 // optim.cu) and the update of one element, called as op(p, grad, s1, s2, s3, segment) on
 // the element's parameter, gradient and state slots 1..3 (a slot the optimizer leaves
 // unused is a dummy never read). Each comment gives the reference's formula.
 
-// torch SGD. buf = g (first step) or momentum buf + (1 - dampening) g;
-// g = g + momentum buf (nesterov) or buf; p -= lr g.
+// torch SGD, or SGDW (decoupled decay, decay_step). buf = g (first step) or
+// momentum buf + (1 - dampening) g; g = g + momentum buf (nesterov) or buf; p -= lr g.
 template <typename T>
 struct Sgd {
     T lr, momentum, one_minus_dampening;
-    bool use_momentum, nesterov, first_step;
+    bool use_momentum, nesterov, first_step, decoupled;
 
     FD_HD void operator()(T& p, T grad, T& buf, T&, T&, const Segment<T>& seg) const {
-        T g = effective_grad(grad, p, seg);
+        T param = p;
+        T g = decay_step(decoupled, lr, grad, param, seg);
         if (use_momentum) {
             buf = first_step ? g : mul(momentum, buf) + mul(one_minus_dampening, g);
             g = nesterov ? g + mul(momentum, buf) : buf;
         }
-        p = p - mul(lr, g);
+        p = param - mul(lr, g);
     }
 };
 
@@ -128,13 +169,8 @@ struct Adam {
     bool decoupled, amsgrad;
 
     FD_HD void operator()(T& p, T grad, T& m, T& v, T& v_max, const Segment<T>& seg) const {
-        T param = p, g;
-        if (decoupled) {
-            param = mul(param, T(1) - mul(lr, seg.decay));
-            g = mul(clip(grad, seg.clip_value), seg.scale);
-        } else {
-            g = effective_grad(grad, param, seg);
-        }
+        T param = p;
+        const T g = decay_step(decoupled, lr, grad, param, seg);
         moments(g, m, v, beta1, one_minus_beta1, beta2, one_minus_beta2);
         T v_hat = v;
         if (amsgrad) {
@@ -205,10 +241,12 @@ FD_HD void for_each_piece(const long long* offsets, long long segments, long lon
     }
 }
 
+// Segment s's values; seg_l1 is null when no L1 rule acts after the step.
 template <typename T>
-FD_HD Segment<T> segment(const double* seg_scale, const double* seg_decay, long long s,
-                         T clip_value) {
-    return Segment<T>{clip_value, T(seg_scale[s]), T(seg_decay[s])};
+FD_HD Segment<T> segment(const double* seg_scale, const double* seg_decay, const double* seg_l1,
+                         double l1_lr, int l1_rule, long long s, T clip_value) {
+    return Segment<T>{clip_value, T(seg_scale[s]), T(seg_decay[s]),
+                      seg_l1 == nullptr ? 0 : l1_rule, seg_l1 == nullptr ? T(0) : T(l1_lr * seg_l1[s])};
 }
 
 // ------------------------------------------------------------- flat-buffer update
@@ -226,6 +264,13 @@ struct Flat {
     const double* seg_decay;
     long long n;
     T clip_value;
+    const double* seg_l1;
+    double l1_lr;
+    int l1_rule;
+
+    FD_HD Segment<T> segment_of(long long s) const {
+        return segment(seg_scale, seg_decay, seg_l1, l1_lr, l1_rule, s, clip_value);
+    }
 };
 
 // Groups [base + j W, base + j W + W) for j in [0, count), j = thread, thread + threads, ...
@@ -243,10 +288,13 @@ FD_HD void update_groups(const Flat<T>& b, long long base, long long count, long
         if (b.state3) s3 = load<W>(b.state3 + first);
         for_each_piece(b.offsets, b.segments, first, first + W,
                        [&](long long s, long long begin, long long end) {
-            const Segment<T> seg = segment(b.seg_scale, b.seg_decay, s, b.clip_value);
+            const Segment<T> seg = b.segment_of(s);
             for (int k = 0; k < W; ++k) {
-                if (first + k >= begin && first + k < end)
+                if (first + k >= begin && first + k < end) {
+                    const T old = p.v[k];
                     op(p.v[k], g.v[k], s1.v[k], s2.v[k], s3.v[k], seg);
+                    p.v[k] = l1_after_step(seg, old, p.v[k]);
+                }
             }
         });
         store<W>(b.params + first, p);
@@ -259,14 +307,16 @@ FD_HD void update_groups(const Flat<T>& b, long long base, long long count, long
 // The parameters every update kernel of optim.cu starts with (and the host tests' entry
 // points), in the order optim.py's _update_args passes them: state1..3 are null where the
 // optimizer leaves a slot unused; skip is null or points at status[GUARD_SKIP]; aligned:
-// every buffer used starts on 16 bytes.
+// every buffer used starts on 16 bytes; seg_l1 is null where no L1 rule acts after the
+// step, else that rule is l1_rule with thresholds l1_lr * seg_l1[s] (l1_lr: the op's lr).
 #define OPTIM_FLAT_PARAMS(T)                                                                \
     T *params, const T *grads, T *state1, T *state2, T *state3, const long long *offsets,  \
         long long segments, const double *seg_scale, const double *seg_decay, long long n, \
-        int aligned, const double *skip, T clip_value
+        int aligned, const double *skip, T clip_value, const double *seg_l1, double l1_lr, \
+        int l1_rule
 #define OPTIM_FLAT_ARGS                                                                     \
     params, grads, state1, state2, state3, offsets, segments, seg_scale, seg_decay, n,     \
-        aligned, skip, clip_value
+        aligned, skip, clip_value, seg_l1, l1_lr, l1_rule
 // What every update kernel takes after OPTIM_FLAT_PARAMS (then its constants and flags):
 // kernels.spec's diag as optim.cu computes it, `partials` (null without diagnostics) and the
 // `chunk` of elements per block (see update_chunk below).
@@ -278,8 +328,8 @@ FD_HD void update_groups(const Flat<T>& b, long long base, long long count, long
 template <typename T, typename Op>
 FD_HD void update(OPTIM_FLAT_PARAMS(T), long long thread, long long threads, const Op& op) {
     if (skip_update(skip)) return;
-    const Flat<T> b{params, grads, state1, state2, state3, offsets, segments,
-                    seg_scale, seg_decay, n, clip_value};
+    const Flat<T> b{params, grads, state1, state2, state3, offsets, segments, seg_scale,
+                    seg_decay, n, clip_value, seg_l1, l1_lr, l1_rule};
     if (aligned) {
         constexpr int W = 16 / sizeof(T);
         const long long groups = n / W;
@@ -308,7 +358,7 @@ struct Tally {
 template <typename T, typename Op>
 FD_HD Tally update_strided(const Flat<T>& b, long long s, long long begin, long long end,
                            long long thread, long long threads, const Op& op) {
-    const Segment<T> seg = segment(b.seg_scale, b.seg_decay, s, b.clip_value);
+    const Segment<T> seg = b.segment_of(s);
     Tally tally{0.0, 0.0};
     for (long long i = begin + thread; i < end; i += threads) {
         T p = b.params[i], s1{}, s2{}, s3{};
@@ -316,7 +366,9 @@ FD_HD Tally update_strided(const Flat<T>& b, long long s, long long begin, long 
         if (b.state2) s2 = b.state2[i];
         if (b.state3) s3 = b.state3[i];
         const double before = double(p);
+        const T old = p;
         op(p, b.grads[i], s1, s2, s3, seg);
+        p = l1_after_step(seg, old, p);
         b.params[i] = p;
         if (b.state1) b.state1[i] = s1;
         if (b.state2) b.state2[i] = s2;
@@ -358,6 +410,36 @@ FD_HD double clipped_square(T g, T clip_value) {
 
 FD_HD long long partial_slot(long long block, long long s) {
     return block + s;
+}
+
+// grad_sq_norms with a penalty (kernels.spec): the gradient g + l2 p (+ l1 sign(p) when
+// l1_in_gradient) that replaces grads[i], l2 and l1 the segment's values rounded to T.
+template <typename T>
+FD_HD T penalized_grad(T g, T p, T l2, T l1, bool l1_in_gradient) {
+    const T with_l2 = g + mul(l2, p);
+    return l1_in_gradient ? with_l2 + mul(l1, sign(p)) : with_l2;
+}
+
+// The penalty's value from its partials: with a penalty, grad_sq_norms' partials hold three
+// halves of blocks + segments slots each (the norms', then sum p^2, then sum |p|, each
+// sum in double), and the penalty is sum over segments, then blocks in order, of
+// l2 / 2 sum p^2 + l1 sum |p| over each piece.
+FD_HD double penalty_total(const double* partials, const long long* offsets, long long segments,
+                           long long chunk, long long blocks, const double* seg_l1,
+                           const double* seg_l2) {
+    const long long slots = blocks + segments;
+    double total = 0.0;
+    for (long long s = 0; s < segments; ++s) {
+        const long long begin = offsets[s], end = offsets[s + 1];
+        if (end <= begin) continue;
+        const long long first = begin / chunk > 0 ? begin / chunk : 0;
+        const long long last = (end - 1) / chunk < blocks - 1 ? (end - 1) / chunk : blocks - 1;
+        for (long long block = first; block <= last; ++block) {
+            const long long slot = partial_slot(block, s);
+            total += seg_l2[s] / 2 * partials[slots + slot] + seg_l1[s] * partials[2 * slots + slot];
+        }
+    }
+    return total;
 }
 
 // The slots of one half of the update diagnostics' partials: blocks + segments, the

@@ -3,9 +3,12 @@
 It is the oracle every other backend is tested against, not a fast path.
 """
 from .arrays import capture, copy_into, empty, take_rows, to_device, to_host, zeros
+from .augment import class_weights, gaussian_noise, mix_class_targets, mix_rows
+from .constraints import max_norm
 from .decisions import guard_update, metric_sums
 from .dense import apply_output, dense_backward, dense_forward, dropout_mask, matmul
 from .losses import binary_cross_entropy, huber, mse, softmax_cross_entropy
+from .norm import norm_backward, norm_forward
 from .optim import adadelta, adagrad, adam, grad_sq_norms, nadam, rmsprop, sgd
 
 name = "numpy"

@@ -1,39 +1,27 @@
 """Dense layer forward/backward, dropout masks and output functions, in NumPy."""
 import numpy as np
 
-from .. import rng, spec
+from .. import spec
 from .activations import activate, derivative
+from .rng import keep_bits
 
 
-def _keep_bits(n_elements, p, key):
-    """The keep bit of each element index 0..n-1 (the hash of :mod:`kernels.rng`)."""
-    key_lo, key_hi = rng.split_key(key)
-    m = np.uint64(rng.MASK32)
-    x = (np.arange(n_elements, dtype=np.uint64) * np.uint64(rng.INDEX_MULTIPLIER) + np.uint64(key_lo)) & m
-    x ^= np.uint64(key_hi)
-    x ^= x >> np.uint64(16)
-    x = (x * np.uint64(rng.MIX_MULTIPLIER_1)) & m
-    x ^= x >> np.uint64(15)
-    x = (x * np.uint64(rng.MIX_MULTIPLIER_2)) & m
-    x ^= x >> np.uint64(15)
-    return x >= np.uint64(rng.keep_threshold(p))
-
-
-def _scaled_mask(shape, dtype, p, key):
+def scaled_mask(shape, dtype, p, key):
+    """m / (1 - p) of every element of an array of ``shape`` (all ones when p == 0)."""
     if p == 0.0:
         return np.ones(shape, dtype=dtype)
-    keep = _keep_bits(int(np.prod(shape)), p, key).reshape(shape)
+    keep = keep_bits(int(np.prod(shape)), p, key).reshape(shape)
     return keep.astype(dtype) / dtype.type(1.0 - p)
 
 
 def dropout_mask(dropout_p, key, out):
-    out[...] = _scaled_mask(out.shape, out.dtype, dropout_p, key)
+    out[...] = scaled_mask(out.shape, out.dtype, dropout_p, key)
 
 
 def dense_forward(X, W, b, act, act_param, slope, dropout_p, key, Z, Y, alive=None):
     z = X @ W + b
     a = activate(act, act_param, slope, z)
-    y = a * _scaled_mask(z.shape, z.dtype, dropout_p, key)
+    y = a * scaled_mask(z.shape, z.dtype, dropout_p, key)
     if alive is not None:
         alive[(a > 0).any(axis=0)] = 1
     Z[...] = z
@@ -42,7 +30,7 @@ def dense_forward(X, W, b, act, act_param, slope, dropout_p, key, Z, Y, alive=No
 
 def dense_backward(dY, X, W, Z, act, act_param, slope, dropout_p, key, dZ, dW, db, dslope, dX):
     frozen = spec.frozen_backward(dW, db, dslope)
-    upstream = dY * _scaled_mask(dY.shape, dY.dtype, dropout_p, key)
+    upstream = dY * scaled_mask(dY.shape, dY.dtype, dropout_p, key)
     if dslope is not None:
         dslope[...] = (upstream * np.minimum(Z, 0)).sum(axis=0)
     dz = upstream * derivative(act, act_param, slope, Z)

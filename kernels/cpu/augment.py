@@ -1,0 +1,111 @@
+"""Augmentation ops of the Numba backend (kernels.spec, "augmentation"): Gaussian input
+noise from the counter-based hash, mixup of rows and of class targets, per-row class
+weights.
+
+The noise and the row mixing are one pass over the batch, by blocks of elements (or of
+rows) in parallel; the class targets' passes are over N integers, serial. The noise
+works on flat arrays: a non-contiguous one as a contiguous copy, written back.
+"""
+import numpy as np
+
+from .. import spec
+from .jit import PARALLEL_MIN_WORK, serial_and_parallel, small_kernel
+from .losses import ELEMENT_BLOCK
+from .rng import noise_args, noise_value
+from .vecmath import cast_like, cast_to, clear
+
+
+def _build_gaussian_noise(loop):
+    def gaussian_noise(x, std, key_lo, key_hi, second_hi, out):
+        """``out[e] = x[e] + s z_e`` over flat arrays (``out`` may be ``x``)."""
+        n = x.size
+        s = cast_to(std, x)
+        for block in loop(-(-n // ELEMENT_BLOCK)):
+            for e in range(block * ELEMENT_BLOCK, min(n, (block + 1) * ELEMENT_BLOCK)):
+                out[e] = x[e] + s * cast_like(noise_value(e, key_lo, key_hi, second_hi), s)
+    return gaussian_noise
+
+
+_GAUSSIAN_NOISE = serial_and_parallel(_build_gaussian_noise)
+
+
+def gaussian_noise(X, std, key, out):
+    spec.check_noise(X, out)
+    flat_x, flat_out = X.reshape(-1), out.reshape(-1)  # copies where no view exists
+    _GAUSSIAN_NOISE[X.size >= PARALLEL_MIN_WORK](flat_x, float(std), *noise_args(key), flat_out)
+    if not np.may_share_memory(out, flat_out):
+        out[...] = flat_out.reshape(out.shape)
+
+
+def _build_mix_rows(loop):
+    def mix_rows(src, perm, lam, out):
+        """``out[i] = l src[i] + r src[perm[i]]`` on (N, K) arrays (partner 0 outside [0, N))."""
+        n = src.shape[0]
+        left, right = cast_to(lam, src), cast_to(1.0 - lam, src)
+        zero = cast_like(0.0, left)
+        for i in loop(n):
+            p = perm[i]
+            inside = 0 <= p < n
+            row, o = src[i], out[i]
+            partner = src[p] if inside else row  # read as zeros when outside
+            for j in range(row.size):
+                o[j] = left * row[j] + right * (partner[j] if inside else zero)
+    return mix_rows
+
+
+_MIX_ROWS = serial_and_parallel(_build_mix_rows)
+
+
+def _as_rows(array):
+    """A (N, K) view of a (N,) or (N, K) array."""
+    return array if array.ndim == 2 else array[:, None]
+
+
+def mix_rows(src, perm, lam, out):
+    spec.check_mix_rows(src, perm, out, np.may_share_memory)
+    _MIX_ROWS[src.size >= PARALLEL_MIN_WORK](_as_rows(src), perm, float(lam), _as_rows(out))
+
+
+@small_kernel
+def _mix_class_targets(targets, perm, lam, out):
+    """``out[i] = l onehot(y_i) + r onehot(y_perm[i])``: ``l`` and ``r`` added into a
+    zeroed row (so ``l + r`` where both classes agree, as the reference's sum)."""
+    n, k = out.shape
+    left, right = cast_to(lam, out), cast_to(1.0 - lam, out)
+    for i in range(n):
+        row = out[i]
+        clear(row)
+        y = targets[i]
+        if 0 <= y < k:
+            row[y] += left
+        p = perm[i]
+        if 0 <= p < n:
+            y = targets[p]
+            if 0 <= y < k:
+                row[y] += right
+
+
+def mix_class_targets(targets, perm, lam, n_classes, out):
+    spec.check_mix_class_targets(targets, perm, n_classes, out)
+    _mix_class_targets(targets, perm, float(lam), out)
+
+
+@small_kernel
+def _class_weights(classes, table, out):
+    for i in range(classes.size):
+        c = classes[i]
+        out[i] = table[c] if 0 <= c < table.size else 0
+
+
+@small_kernel
+def _label_weights(labels, table, out):
+    """One output's float labels: class 1 above 0.5, else 0."""
+    for i in range(labels.size):
+        c = 1 if labels[i] > 0.5 else 0
+        out[i] = table[c] if c < table.size else 0
+
+
+def class_weights(targets, table, out):
+    spec.check_class_weights(targets, table, out)
+    kernel = _class_weights if targets.dtype == np.int64 else _label_weights
+    kernel(targets.reshape(-1), table, out)
