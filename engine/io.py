@@ -184,6 +184,8 @@ def save_checkpoint(trainer, path):
         "rng": trainer._rng.bit_generator.state,
     }
     arrays = {"params": model._k.to_host(model._params)}
+    if model._layout.state_size:  # running statistics
+        arrays["state"] = model._k.to_host(model._state)
     arrays.update({f"opt_{name}": a for name, a in state["arrays"].items()})
     _write(path, meta, arrays)
 
@@ -198,7 +200,8 @@ def load_checkpoint(trainer, path):
         return _bad_file(path, "checkpoint", why)
 
     saved, current = _config(meta, path, "checkpoint"), model.config()
-    for key in ("sizes", "activation", "dropout", "dtype"):
+    saved.setdefault("normalization", [None] * (len(current["sizes"]) - 2))  # written before normalization
+    for key in ("sizes", "activation", "dropout", "normalization", "dtype"):
         if key not in saved:
             raise bad(f"its configuration has no {key!r}")
         if saved[key] != current[key]:
@@ -207,6 +210,8 @@ def load_checkpoint(trainer, path):
         raise ValueError(f"checkpoint optimizer {meta.get('optimizer')} does not match the trainer's {type(opt).__name__}")
     state = opt.state_dict()
     expected = {"params": (model.num_parameters,), **{f"opt_{name}": a.shape for name, a in state["arrays"].items()}}
+    if model._layout.state_size:
+        expected["state"] = (model._layout.state_size,)
     if sorted(arrays) != sorted(expected):
         raise bad(f"it stores the arrays {sorted(arrays)}; a checkpoint of this trainer has {sorted(expected)}")
     for name, shape in expected.items():
@@ -229,6 +234,8 @@ def load_checkpoint(trainer, path):
     opt.load_state_dict({"iterations": meta["iterations"], "scalars": meta["scalars"],
                          "arrays": {name[4:]: a for name, a in arrays.items() if name.startswith("opt_")}})
     model._k.copy_into(model._params, arrays["params"])
+    if "state" in expected:
+        model._k.copy_into(model._state, arrays["state"])
     model._seed = int(meta["seed"])
     trainer._rng.bit_generator.state = meta["rng"]
 

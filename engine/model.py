@@ -13,7 +13,7 @@ from kernels.rng import dropout_key, offset_key
 from . import activations as activations_module
 from . import backend as backend_module
 from . import initializers
-from .layers import Dense
+from .layers import Dense, NormalizedDense
 from .params import Layout
 from .validation import as_numeric_array, check_features, check_finite, number, one_of
 
@@ -61,6 +61,12 @@ def _check_fits_in_memory(sizes, n_parameters, dtype):
                          f"initialise: more than this machine's {_bytes(memory)} of memory")
 
 
+def _check_normalization(value, argument):
+    if value is not None and value not in NormalizedDense.KINDS:
+        raise ValueError(f"{argument} must be None, 'batch' or 'layer'; got {value!r}")
+    return value
+
+
 class _Workspace:
     """Every array one forward/backward at batch size ``n`` needs, allocated once: each
     layer's (engine.layers.LayerWorkspace; the last one's ``dY`` receives the loss
@@ -78,18 +84,22 @@ class MLP:
     (or Activation) for all hidden layers or a list with one per hidden layer;
     ``output`` "none" | "sigmoid" | "softmax" applied by :meth:`predict` only; ``dropout``
     a float or a per-hidden-layer list (inverted dropout on hidden outputs, training
-    only); ``init``/``bias_init`` initializer names; ``seed`` fixes init, dropout and the
+    only); ``normalization`` None, "batch" or "layer" for all hidden layers or a list with
+    one per hidden layer (engine.layers.NormalizedDense: ``act(gamma * norm(X @ W + b) +
+    beta)``, PyTorch BatchNorm1d / LayerNorm semantics); ``init``/``bias_init`` initializer
+    names; ``seed`` fixes init, dropout and the
     order ``fit`` shuffles in; ``backend`` None for :func:`engine.get_backend`.
     """
 
     def __init__(self, sizes, activation="relu", output="none", dropout=0.0,
                  init="glorot_uniform", bias_init="zeros", seed=None, backend=None,
-                 dtype="float32"):
+                 dtype="float32", normalization=None):
         self.sizes = self._check_sizes(sizes)
         n_hidden = len(self.sizes) - 2
         self.activations = self._per_hidden(activation, n_hidden, "activation", activations_module.get)
         self.dropout = self._per_hidden(dropout, n_hidden, "dropout",
                                         lambda p, arg: number(p, arg, low=0.0, high=1.0, high_open=True))
+        self.normalization = self._per_hidden(normalization, n_hidden, "normalization", _check_normalization)
         self.output = one_of(output, tuple(OUTPUTS), "output")
         self.init = initializers.check(init, "init")
         self.bias_init = initializers.check(bias_init, "bias_init")
@@ -103,9 +113,10 @@ class MLP:
         self.backend = self._k.name
 
         # The output layer is linear; its output function belongs to predict.
-        self._layers = [Dense(fan_in, fan_out, act, p) for fan_in, fan_out, act, p in
+        self._layers = [Dense(fan_in, fan_out, act, p) if norm is None else NormalizedDense(fan_in, fan_out, act, p, norm)
+                        for fan_in, fan_out, act, p, norm in
                         zip(self.sizes[:-1], self.sizes[1:], [*self.activations, activations_module.Identity()],
-                            [*self.dropout, 0.0])]
+                            [*self.dropout, 0.0], [*self.normalization, None])]
         self._layout = Layout([layer.segments() for layer in self._layers], f"sizes {self.sizes}")
         _check_fits_in_memory(self.sizes, self._layout.size + self._layout.state_size, self.dtype)
         params, state = self._initial_values()
@@ -152,7 +163,7 @@ class MLP:
         """The constructor arguments, as plain data (what save/load_model store)."""
         return {
             "sizes": self.sizes, "activation": [a.config() for a in self.activations],
-            "output": self.output, "dropout": self.dropout, "init": self.init,
+            "output": self.output, "dropout": self.dropout, "normalization": self.normalization, "init": self.init,
             "bias_init": self.bias_init, "seed": self.seed, "dtype": self.dtype.name,
         }
 
@@ -177,8 +188,10 @@ class MLP:
         rows = [("Layer", "Input shape", "Output shape", "Parameters", "Activation", "Dropout")]
         for i, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
             hidden = i < len(self.dropout)  # the output layer has neither activation nor dropout
+            norm = self.normalization[i] if hidden else None
             rows.append((f"dense_{i + 1}", f"(None, {fan_in})", f"(None, {fan_out})", f"{per_layer[i]:,}",
-                         _describe(self._layers[i].activation) if hidden else "- (logits)",
+                         (f"{norm} norm, " if norm else "") + _describe(self._layers[i].activation) if hidden
+                         else "- (logits)",
                          f"{self.dropout[i]:g}" if hidden else "-"))
         widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]
         # Parameter counts right-aligned, like the numbers they are.
@@ -361,6 +374,18 @@ class MLP:
             layer.forward(k, A, layer_ws, training, key, None if alive is None else alive[i])
             A = layer_ws.Y
         return A
+
+    def _constrain_max_norm(self, max_norm, status):
+        """Keras MaxNorm on the W of every trained layer, after an update (none where
+        ``status`` says the update was skipped)."""
+        for i, layer in enumerate(self._layers):
+            if i not in self._frozen:
+                layer.constrain_max_norm(self._k, max_norm, status)
+
+    @property
+    def min_training_rows(self):
+        """The smallest training batch every layer can take: 2 with batch norm, else 1."""
+        return max(layer.min_training_rows for layer in self._layers)
 
     def _loss_gradient_buffer(self, n):
         """Where the loss writes d loss / d logits for the next :meth:`_backward`."""

@@ -3,9 +3,9 @@
 On a GPU a small model's step is bound by dispatch: a dozen short kernels and GEMMs, each
 a few microseconds of launch overhead on the host. The first part of a step, from the
 forward to the gradient norms, takes the same arguments at every step of one batch shape
-(the model's buffers, the workspace of that batch size, the trainer's norm buffer, and
-the input buffers the batch is in), so it is recorded once per batch shape with the
-backend's ``capture`` (kernels.spec.Backend.capture) and replayed in one launch. The
+(the model's buffers, the workspace of that batch size, the trainer's norm buffer, the
+penalties' coefficients, and the input buffers the batch is in), so it is recorded once
+per batch shape with the backend's ``capture`` (kernels.spec.Backend.capture) and replayed in one launch. The
 finite check and the update, whose arguments change at every step (the update's index,
 the learning rate), follow it as two launches, and one copies the loss into its slot of
 the trainer's record: 4 launches per step instead of about 4 per layer plus 5.
@@ -17,7 +17,8 @@ Steps run op by op, unrecorded, where a replay would go wrong or the backend has
 graphs (the CPU backends): with dropout (its mask keys change at every step), with
 ``fit(diagnostics=True)`` (per-epoch buffers), and on CPU backends (their ``capture``
 returns None). A recording is made for the trainer's settings at the time (the loss
-object, ``clip_value``, the frozen layers); one is made again when they change.
+object, ``clip_value``, the penalties, the frozen layers); one is made again when they
+change.
 """
 from __future__ import annotations
 
@@ -70,7 +71,8 @@ class StepGraphs:
         model = trainer.model
         if trainer._diagnostics is not None or any(layer.dropout > 0.0 for layer in model._layers):
             return None
-        return (X.shape, X.dtype, y.shape, y.dtype, model._frozen, trainer.clip_value, id(trainer.loss))
+        return (X.shape, X.dtype, y.shape, y.dtype, model._frozen, trainer.clip_value, id(trainer.loss),
+                trainer.penalties.settings())
 
     def forward_backward(self, X, y, total):
         """The trainer's ``_forward_backward(X, y, total)``, replayed where it can be."""

@@ -30,8 +30,9 @@ from .callbacks import Callback, History
 from .data import batch_slices, split_validation
 from .diagnostics import EpochDiagnostics
 from .errors import NonFiniteError
-from .interrupts import whole_step
+from .interrupts import HeldInterrupt, whole_step
 from .model import MLP
+from .regularization import Penalties
 from .step_graphs import StepGraphs
 from .validation import check_features, number, one_of, optional_number
 
@@ -51,6 +52,15 @@ class Trainer:
     ``metrics`` (names or engine.metrics objects; by default the loss's
     ``default_metrics``: accuracy for cross_entropy and single-output
     binary_cross_entropy, mae for mse and huber).
+
+    Penalties and constraints (engine.regularization, API.md): ``l2`` adds
+    ``l2 / 2 sum ||W||^2`` and ``l1`` adds ``l1 sum |W|`` over the weight matrices of trained
+    layers to the loss (the logged loss includes them), their gradients joining the loss
+    gradient before clipping; ``l1_update="clipped"`` applies L1 after the optimizer's step
+    as ``w -= min(lr l1, |w_old|) sign(w_old)`` (never across zero), ``"proximal"`` as the
+    soft-threshold ``w = sign(w) max(|w| - lr l1, 0)`` (exact zeros); ``max_norm=c`` rescales
+    each unit's incoming weights (a column of W) to norm at most c after every update
+    (Keras MaxNorm).
 
     Clipping acts on the loss gradient before the optimizer's decay and momentum:
     ``clip_value`` clamps each element to [-v, v]; ``clip_norm`` rescales each parameter's
@@ -78,7 +88,7 @@ class Trainer:
 
     def __init__(self, model, loss="cross_entropy", optimizer=None, metrics=None, clip_value=None,
                  clip_norm=None, clip_global_norm=None, callbacks=(), on_nonfinite="raise",
-                 data_parallel=False):
+                 data_parallel=False, l2=0.0, l1=0.0, l1_update="gradient", max_norm=None):
         if not isinstance(model, MLP):
             raise TypeError(f"model must be an engine.MLP; got {type(model).__name__}")
         self.model = model
@@ -96,6 +106,7 @@ class Trainer:
         self.clip_global_norm = optional_number(clip_global_norm, "clip_global_norm", low=0.0, low_open=True)
         self.callbacks = self._check_callbacks(callbacks)
         self.on_nonfinite = one_of(on_nonfinite, ("raise", "skip"), "on_nonfinite")
+        self.penalties = Penalties(l2, l1, l1_update, max_norm)
         if not isinstance(data_parallel, bool):
             raise TypeError(f"data_parallel must be True or False; got {type(data_parallel).__name__}")
         self.optimizer.bind(model)
@@ -181,12 +192,25 @@ class Trainer:
         update. Under ``data_parallel=True`` each rank's batch is its shard of one made of
         every rank's rows, in rank order."""
         X, y = self._check_data(xb, yb, "xb", "yb")
+        if len(X) < self.model.min_training_rows:
+            raise ValueError(f"xb: batch norm trains on batches of at least {self.model.min_training_rows} rows; "
+                             f"got {len(X)}")
         shard = None
         if self._parallel is not None:
             self._parallel.agree(self._shared_settings(0, None))
             shard = self._parallel.own_batch(len(X), self.loss.reduction)
         k = self.model._k
         return self._train_on_device(k.to_device(X, self.model.dtype), k.to_device(y, y.dtype), shard)
+
+    def _check_batch_rows(self, n_rows, batch_size):
+        """ValueError, before any update, when fit would cut a batch too small for a layer to
+        train on (batch norm needs 2 rows): a last batch of ``n_rows % batch_size`` rows."""
+        needed = self.model.min_training_rows
+        smallest = min(batch_size, n_rows % batch_size or batch_size, n_rows)
+        if smallest < needed:
+            raise ValueError(f"batch_size={batch_size} leaves a last batch of {smallest} row"
+                             f"{'' if smallest == 1 else 's'} of the {n_rows} training rows, and batch norm "
+                             f"trains on batches of at least {needed} rows: choose another batch_size")
 
     def _shared_settings(self, n_rows, batch_size):
         """What every data-parallel rank must share to train together (see distributed.agree)."""
@@ -203,7 +227,6 @@ class Trainer:
         self._raise_recorded(head, head[_STEP_SLOT:], first_step)
         return loss
 
-    @whole_step
     def _step(self, X, y, total, shard=None):
         """Forward, loss into the device slot ``total``, backward, guard and update, all
         queued on the device; returns the logits. Only on_nonfinite="skip" waits, for the
@@ -223,8 +246,13 @@ class Trainer:
         if not raising and k.to_host(self._status)[spec.GUARD_SKIP]:
             self.skipped_steps += 1
         else:
+            penalties = self.penalties
+            if penalties.l1 > 0.0 and penalties.l1_rule != spec.L1_GRADIENT:
+                optimizer.set_l1(penalties.coefficients(model)[0], penalties.l1_rule)
             optimizer.apply(model._params, model._grads, self._seg_scale, clip_value, self._status,
                             diagnostics and diagnostics.update_sums)
+            if penalties.max_norm is not None:
+                model._constrain_max_norm(penalties.max_norm, self._status)
         return logits
 
     def _forward_backward(self, X, y, total, shard=None):
@@ -239,8 +267,12 @@ class Trainer:
         model._backward(X)
         if shard is not None:
             self._parallel.reduce_step(model._grads, total, shard.weight)
+        penalties = self.penalties
+        seg_l1, seg_l2 = penalties.coefficients(model) if penalties.active else (None, None)
         k.grad_sq_norms(model._grads, model._offsets, math.inf if self.clip_value is None else self.clip_value,
-                        self._sq_norms, diagnostics and diagnostics.grad_sums)
+                        self._sq_norms, diagnostics and diagnostics.grad_sums,
+                        model._params if penalties.active else None, seg_l1, seg_l2,
+                        penalties.l1_rule == spec.L1_GRADIENT, total if penalties.active else None)
         return logits
 
     def _graph_inputs(self, X, y):
@@ -314,6 +346,7 @@ class Trainer:
             X, y, *validation = split_validation(X, y, validation_split)
         else:
             validation = None
+        self._check_batch_rows(len(X), batch_size)
         # The data set goes to the device once per fit (no copy on the CPU backends);
         # batches are cut or gathered there.
         k = self.model._k
@@ -338,17 +371,18 @@ class Trainer:
         for c in callbacks:
             c.on_train_begin()
         try:
-            for epoch in range(epochs):
-                for c in callbacks:
-                    c.on_epoch_begin(epoch)
-                logs = self._fit_epoch(X, y, on_device, batch_size, shuffle, validation, history, callbacks,
-                                       f"Epoch {epoch + 1}/{epochs}", verbose)
-                if verbose == 2 and self.is_main_process:
-                    print(f"Epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
-                for c in callbacks:
-                    c.on_epoch_end(epoch, logs)
-                if self.stop_training:
-                    break
+            with HeldInterrupt() as self._interrupt:  # Ctrl-C raises at the next step boundary
+                for epoch in range(epochs):
+                    for c in callbacks:
+                        c.on_epoch_begin(epoch)
+                    logs = self._fit_epoch(X, y, on_device, batch_size, shuffle, validation, history, callbacks,
+                                           f"Epoch {epoch + 1}/{epochs}", verbose)
+                    if verbose == 2 and self.is_main_process:
+                        print(f"Epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
+                    for c in callbacks:
+                        c.on_epoch_end(epoch, logs)
+                    if self.stop_training:
+                        break
         except NonFiniteError:
             raise
         except BaseException as error:
@@ -437,6 +471,7 @@ class Trainer:
                 began = time.perf_counter()
                 logits = self._step(x_device, y_device, slots[b], shard)
                 history.step_times.append(time.perf_counter() - began)
+                self._interrupt.check()
                 owned = stop - start if shard is None else shard.owned
                 for kind, threshold, into in metric_sums if owned else ():
                     k.metric_sums(kind, threshold, logits, y_device, into)
