@@ -100,6 +100,8 @@ def main(argv=None, prog=None):
     bench.add_argument("--batch-sizes", default=None,
                        help="comma-separated batch sizes for the training workloads (default: each one's own)")
     bench.add_argument("--no-kernels", action="store_true", help="skip the kernel workloads")
+    bench.add_argument("--normalization", choices=["batch", "layer"], default=None,
+                       help="also time each fusedense step with its hidden layers normalized (MLP normalization=)")
     bench.add_argument("--no-peers", action="store_true", help="skip PyTorch and JAX even when installed")
     bench.add_argument("--json", action="store_true", help="print the rows as JSON")
     bench.add_argument("--csv", metavar="FILE", help="write one line per figure: op, provider, workload, batch, "
@@ -139,7 +141,7 @@ def main(argv=None, prog=None):
         batch_sizes = None if args.batch_sizes is None else _int_list(parser, "--batch-sizes", args.batch_sizes)
         _, failures = run(workloads, backends, kernels=not args.no_kernels, peers=not args.no_peers,
                           reps=args.reps, batch_sizes=batch_sizes, as_json=args.json, csv_path=args.csv,
-                          plot_path=args.plot)
+                          plot_path=args.plot, normalization=args.normalization)
         if any(failure.ours for failure in failures):
             return 1
     return 0

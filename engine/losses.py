@@ -31,8 +31,9 @@ class Loss:
         """Host targets ready for the kernel (cast, reshaped), or ValueError/TypeError naming ``argument``."""
         raise NotImplementedError
 
-    def kernel(self, k, pred, targets, reduction, losses, grad, total=None):
-        """The backend's loss op: its float, or None with the value in ``total[0]``."""
+    def kernel(self, k, pred, targets, reduction, losses, grad, total=None, weights=None):
+        """The backend's loss op: its float, or None with the value in ``total[0]``;
+        ``weights`` (N,) row weights or None (kernels.spec, "losses")."""
         raise NotImplementedError
 
     def mean_count(self, targets, pred_shape):
@@ -45,10 +46,12 @@ class Loss:
         return ()
 
     # Shared mechanics.
-    def forward_backward(self, k, pred, targets, grad, total=None):
+    def forward_backward(self, k, pred, targets, grad, total=None, weights=None):
         """The reduced loss of device arrays (into the device array ``total[0]`` when given,
-        returning None); d loss / d pred into ``grad`` (if not None)."""
-        return self.kernel(k, pred, targets, REDUCTIONS[self.reduction], None, grad, total)
+        returning None); d loss / d pred into ``grad`` (if not None). ``weights``: the
+        device (N,) row weights of fit's class_weight and sample_weight, or None: row i's
+        loss counts ``w_i`` times, the sum divided as unweighted (Keras semantics)."""
+        return self.kernel(k, pred, targets, REDUCTIONS[self.reduction], None, grad, total, weights)
 
     def sum_and_count(self, k, pred, targets, host_targets, total=None):
         """(sum of per-sample losses, what a mean divides by): to aggregate over batches.
@@ -91,8 +94,8 @@ class MSE(Loss):
             raise ValueError(f"{argument} must have the shape of the model's output ({n_rows}, {n_out}); got {y.shape}")
         return y
 
-    def kernel(self, k, pred, targets, reduction, losses, grad, total=None):
-        return k.mse(pred, targets, reduction, losses, grad, total)
+    def kernel(self, k, pred, targets, reduction, losses, grad, total=None, weights=None):
+        return k.mse(pred, targets, reduction, losses, grad, total, weights)
 
     def default_metrics(self, n_out):
         return ("mae",)  # a regression: an error in the targets' units, no accuracy
@@ -113,8 +116,8 @@ class Huber(MSE):
     def config(self):
         return {**super().config(), "delta": self.delta}
 
-    def kernel(self, k, pred, targets, reduction, losses, grad, total=None):
-        return k.huber(pred, targets, self.delta, reduction, losses, grad, total)
+    def kernel(self, k, pred, targets, reduction, losses, grad, total=None, weights=None):
+        return k.huber(pred, targets, self.delta, reduction, losses, grad, total, weights)
 
 
 class BinaryCrossEntropy(Loss):
@@ -135,8 +138,8 @@ class BinaryCrossEntropy(Loss):
             raise ValueError(f"{argument} must hold probabilities in [0, 1]; got values in [{y.min()}, {y.max()}]")
         return y
 
-    def kernel(self, k, pred, targets, reduction, losses, grad, total=None):
-        return k.binary_cross_entropy(pred, targets, reduction, losses, grad, total)
+    def kernel(self, k, pred, targets, reduction, losses, grad, total=None, weights=None):
+        return k.binary_cross_entropy(pred, targets, reduction, losses, grad, total, weights)
 
     def default_metrics(self, n_out):
         # one output: 0/1 labels; several are multilabel, where an argmax accuracy means nothing
@@ -203,9 +206,10 @@ class SoftmaxCrossEntropy(Loss):
     def default_metrics(self, n_out):
         return ("accuracy",)
 
-    def kernel(self, k, pred, targets, reduction, losses, grad, total=None):
+    def kernel(self, k, pred, targets, reduction, losses, grad, total=None, weights=None):
         ignore = spec.NO_IGNORE if self.ignore_index is None else self.ignore_index
-        return k.softmax_cross_entropy(pred, targets, self.label_smoothing, ignore, reduction, losses, grad, total)
+        return k.softmax_cross_entropy(pred, targets, self.label_smoothing, ignore, reduction, losses, grad, total,
+                                       weights)
 
     def mean_count(self, targets, pred_shape):
         if targets.ndim == 2 or self.ignore_index is None:

@@ -31,6 +31,7 @@ from .data import batch_slices, split_validation
 from .diagnostics import EpochDiagnostics
 from .errors import NonFiniteError
 from .interrupts import HeldInterrupt, whole_step
+from .augmentation import Augmentation
 from .model import MLP
 from .regularization import Penalties
 from .step_graphs import StepGraphs
@@ -45,6 +46,12 @@ _STEPS_TAKEN = set()
 _STEP_SLOT = spec.GUARD_SIZE  # train_step's loss, right after the status
 _METRIC_SUMS = _STEP_SLOT + 1  # then (total, count) per metric, then fit's loss per batch
 _CLEAR = np.zeros(spec.GUARD_SIZE)
+
+
+def _alike(buffers, arrays):
+    """Whether ``buffers`` are arrays of the shapes and dtypes of ``arrays``, one each."""
+    return len(buffers) == len(arrays) and all(b.shape == a.shape and b.dtype == a.dtype
+                                               for b, a in zip(buffers, arrays))
 
 
 class Trainer:
@@ -227,17 +234,18 @@ class Trainer:
         self._raise_recorded(head, head[_STEP_SLOT:], first_step)
         return loss
 
-    def _step(self, X, y, total, shard=None):
+    def _step(self, X, y, total, shard=None, weights=None):
         """Forward, loss into the device slot ``total``, backward, guard and update, all
-        queued on the device; returns the logits. Only on_nonfinite="skip" waits, for the
+        queued on the device; returns the logits. ``weights``: the batch's (N,) row weights
+        of the loss, or None. Only on_nonfinite="skip" waits, for the
         verdict: a skipped update must not be counted, and the next one's count (Adam's
         bias correction, lr schedules, dropout keys) depends on it. ``shard``: a data-
         parallel rank's distributed.Shard of the global batch (never replayed: its step
         all-reduces between the backward and the norms)."""
         model, k, optimizer, diagnostics = self.model, self.model._k, self.optimizer, self._diagnostics
         step = optimizer.iterations
-        logits = self._graphs.forward_backward(X, y, total) if shard is None \
-            else self._forward_backward(X, y, total, shard)
+        logits = self._graphs.forward_backward(X, y, total, weights) if shard is None \
+            else self._forward_backward(X, y, total, shard, weights)
         clip_value = math.inf if self.clip_value is None else self.clip_value
         raising = self.on_nonfinite == "raise"
         k.guard_update(total, self._sq_norms, math.inf if self.clip_norm is None else self.clip_norm,
@@ -255,15 +263,16 @@ class Trainer:
                 model._constrain_max_norm(penalties.max_norm, self._status)
         return logits
 
-    def _forward_backward(self, X, y, total, shard=None):
+    def _forward_backward(self, X, y, total, shard=None, weights=None):
         """The part of a step with the same arguments at every step of a batch shape, which
-        a GPU replays as one graph (engine.step_graphs): forward, loss into ``total``,
-        backward, and the squared gradient norms; returns the logits. With a data-parallel
-        ``shard``, the gradient and loss summed over ranks before the norms."""
+        a GPU replays as one graph (engine.step_graphs): forward, loss (row ``weights``, or
+        None) into ``total``, backward, and the squared gradient norms; returns the logits.
+        With a data-parallel ``shard``, the gradient and loss summed over ranks before the
+        norms."""
         model, k, diagnostics = self.model, self.model._k, self._diagnostics
         logits = model._forward(X, training=True, step=self.optimizer.iterations,
                                 alive=diagnostics and diagnostics.alive, first_row=shard.first_row if shard else 0)
-        self.loss.forward_backward(k, logits, y, model._loss_gradient_buffer(X.shape[0]), total)
+        self.loss.forward_backward(k, logits, y, model._loss_gradient_buffer(X.shape[0]), total, weights)
         model._backward(X)
         if shard is not None:
             self._parallel.reduce_step(model._grads, total, shard.weight)
@@ -275,31 +284,30 @@ class Trainer:
                         penalties.l1_rule == spec.L1_GRADIENT, total if penalties.active else None)
         return logits
 
-    def _graph_inputs(self, X, y):
-        """Device buffers shaped like the batch (X, y) for a recorded step to read: fit's
-        shuffled-batch buffers of that size (so that fit's gathered batches need no copy),
-        or new ones."""
-        buffers = self._batch_buffers.get(X.shape[0])
-        if buffers is not None and all(b.shape == a.shape and b.dtype == a.dtype for b, a in zip(buffers, (X, y))):
+    def _graph_inputs(self, *batch):
+        """Device buffers shaped like the ``batch`` arrays (X, y and, if any, the row
+        weights) for a recorded step to read: fit's shuffled-batch buffers of that size (so
+        that fit's gathered batches need no copy), or new ones."""
+        buffers = self._batch_buffers.get(batch[0].shape[0])
+        if buffers is not None and _alike(buffers, batch):
             return buffers
         k = self.model._k
-        return k.empty(X.shape, X.dtype), k.empty(y.shape, y.dtype)
+        return tuple(k.empty(a.shape, a.dtype) for a in batch)
 
     # -------------------------------------------------------------------- fit
-    def _batch(self, X, y, order, start, stop):
-        """Rows start:stop of the data set (X, y) on the device; when shuffling, rows
-        ``order[start:stop]`` (a device permutation) gathered on the device into buffers
-        reused across batches."""
+    def _batch(self, arrays, order, start, stop):
+        """Rows start:stop of each of the data set's device ``arrays`` (X, y and, if any,
+        the row weights); when shuffling, rows ``order[start:stop]`` (a device permutation)
+        gathered on the device into buffers reused across batches."""
         if order is None:
-            return X[start:stop], y[start:stop]
+            return tuple(a[start:stop] for a in arrays)
         k, n = self.model._k, stop - start
         buffers = self._batch_buffers.get(n)
-        if buffers is None:
-            buffers = self._batch_buffers[n] = (k.empty((n,) + X.shape[1:], X.dtype),
-                                                k.empty((n,) + y.shape[1:], y.dtype))
+        if buffers is None or not _alike(buffers, [a[:n] for a in arrays]):
+            buffers = self._batch_buffers[n] = tuple(k.empty((n,) + a.shape[1:], a.dtype) for a in arrays)
         index = order[start:stop]
-        k.take_rows(X, index, buffers[0])
-        k.take_rows(y, index, buffers[1])
+        for a, into in zip(arrays, buffers):
+            k.take_rows(a, index, into)
         return buffers
 
     @staticmethod
@@ -317,7 +325,8 @@ class Trainer:
 
     @distributed.collective
     def fit(self, X, y, epochs=1, batch_size=32, shuffle=True, validation_data=None, validation_split=0.0,
-            verbose=1, callbacks=(), diagnostics=False):
+            verbose=1, callbacks=(), diagnostics=False, input_noise=0.0, mixup=0.0, class_weight=None,
+            sample_weight=None):
         """Train for ``epochs`` passes over (X, y); returns a History (``history.history``).
 
         ``verbose``: 0 silent, 1 a progress bar per epoch, 2 one line per epoch; both on
@@ -330,6 +339,20 @@ class Trainer:
         ``diagnostics=True`` also logs, per hidden layer i (from 1), ``grad_norm/i``,
         ``update_ratio/i`` and, for ReLU layers, ``dead/i`` (:mod:`engine.diagnostics`),
         computed inside the step's kernels; the progress bar shows their mean update ratio.
+
+        Augmentation and row weights (:mod:`engine.augmentation`), training batches only:
+        ``input_noise=s`` adds ``N(0, s^2)`` noise to the inputs, fresh at every update
+        from the counter-based RNG (reproducible by the model's seed); ``mixup=a`` trains
+        on ``lam x + (1 - lam) x[perm]``, ``lam ~ Beta(a, a)`` and ``perm`` a permutation
+        of the batch drawn per batch from the trainer's RNG, the targets mixed alike
+        (class targets become distributions; refused with the loss's ``ignore_index`` and
+        under ``data_parallel``), the training metrics then scored against the batch's
+        dominant labels (``y`` for ``lam >= 0.5``, else ``y[perm]``). ``class_weight``
+        (dict class -> weight >= 0, classes unnamed weigh 1; the classes are class indices,
+        or one sigmoid output's labels ``t > 0.5``) and ``sample_weight`` ((N,) >= 0, one
+        per row of X, split as X by ``validation_split``) weight each row's loss, the
+        product of both when both are given (Keras semantics: the sum of ``w_i loss_i``
+        divided by the rows, as unweighted); evaluation and validation are unweighted.
         """
         X, y = self._check_data(X, y)
         epochs = number(epochs, "epochs", low=0, integer=True)
@@ -338,19 +361,22 @@ class Trainer:
         verbose = number(verbose, "verbose", low=0, high=2, integer=True)
         if not isinstance(diagnostics, bool):
             raise TypeError(f"diagnostics must be True or False; got {type(diagnostics).__name__}")
+        augmentation = Augmentation(self, X, y, input_noise, mixup, class_weight, sample_weight)
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise TypeError("validation_data must be a pair (X_val, y_val)")
             validation = self._check_data(*validation_data, "validation_data[0]", "validation_data[1]")
         elif validation_split > 0:
             X, y, *validation = split_validation(X, y, validation_split)
+            augmentation.training_rows(len(X))
         else:
             validation = None
         self._check_batch_rows(len(X), batch_size)
         # The data set goes to the device once per fit (no copy on the CPU backends);
         # batches are cut or gathered there.
         k = self.model._k
-        on_device = (k.to_device(X, self.model.dtype), k.to_device(y, y.dtype))
+        on_device = (k.to_device(X, self.model.dtype), k.to_device(y, y.dtype)) + \
+            (() if augmentation.weights is None else (k.to_device(augmentation.weights, self.model.dtype),))
         history = History()
         callbacks = [history] + self.callbacks + self._check_callbacks(callbacks)
         self._diagnostics = EpochDiagnostics(self.model) if diagnostics else None
@@ -362,6 +388,7 @@ class Trainer:
         if self._parallel is not None:
             self._parallel.agree({**self._shared_settings(len(X), batch_size), "epochs": epochs, "shuffle": shuffle,
                                   "validation_rows": None if validation is None else len(validation[0]),
+                                  "augmentation": augmentation.settings(),
                                   "callbacks": [type(c).__name__ for c in callbacks if not c.main_process_only]})
             self._parallel.broadcast_weights(self.model)
             callbacks = [c for c in callbacks if self.is_main_process or not c.main_process_only]
@@ -376,7 +403,7 @@ class Trainer:
                     for c in callbacks:
                         c.on_epoch_begin(epoch)
                     logs = self._fit_epoch(X, y, on_device, batch_size, shuffle, validation, history, callbacks,
-                                           f"Epoch {epoch + 1}/{epochs}", verbose)
+                                           f"Epoch {epoch + 1}/{epochs}", verbose, augmentation)
                     if verbose == 2 and self.is_main_process:
                         print(f"Epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
                     for c in callbacks:
@@ -423,9 +450,8 @@ class Trainer:
                                  f"log; it logs {', '.join(map(repr, logged))}{hint}")
 
     def _fit_epoch(self, X, y, on_device, batch_size, shuffle, validation, history, callbacks, description,
-                   verbose):
+                   verbose, augmentation):
         k = self.model._k
-        X_device, y_device_all = on_device
         order = self._rng.permutation(len(X)) if shuffle else None
         order_device = None if order is None else k.to_device(order, np.int64)
         for m in self.metrics:
@@ -467,9 +493,12 @@ class Trainer:
                 shard = None if self._parallel is None else self._parallel.shard(start, stop, self.loss.reduction)
                 if shard is not None:
                     start, stop = shard.start, shard.stop
-                x_device, y_device = self._batch(X_device, y_device_all, order_device, start, stop)
+                x_device, y_device, *weights = self._batch(on_device, order_device, start, stop)
                 began = time.perf_counter()
-                logits = self._step(x_device, y_device, slots[b], shard)
+                x_device, y_step, weights, y_device, mixed = augmentation.batch(
+                    x_device, y_device, weights[0] if weights else None, self.optimizer.iterations,
+                    0 if shard is None else shard.first_row)
+                logits = self._step(x_device, y_step, slots[b], shard, weights)
                 history.step_times.append(time.perf_counter() - began)
                 self._interrupt.check()
                 owned = stop - start if shard is None else shard.owned
@@ -478,6 +507,8 @@ class Trainer:
                 if host_metrics:
                     host_logits = k.to_host(logits)[:owned]
                     yb = (y[start:stop] if order is None else y[order[start:stop]])[:owned]
+                    if mixed is not None:  # mixup's dominant labels (engine.augmentation)
+                        yb = yb[mixed]
                     if shard is not None:
                         yb, host_logits = self._parallel.gather_rows(yb, host_logits)
                     for m in host_metrics:
@@ -583,7 +614,7 @@ class Trainer:
             host = parallel.sum_on_host(host)
         for j, (i, _, _) in enumerate(device_metrics):
             metrics[i].absorb(host[2 * j], host[2 * j + 1])
-        total, count = float(host[n_sums]), host[n_sums + 1]
+        total, count = float(host[n_sums]), float(host[n_sums + 1])
         if self.loss.reduction == "mean":
             total = total / count if count else float("nan")  # torch: a mean over no kept rows is NaN
         return {"loss": total, **{m.name: m.compute() for m in metrics}}

@@ -156,16 +156,6 @@ def check_mix_class_targets(targets, perm, n_classes, out) -> None:
     _expect(out, "out", _FLOATS, (targets.shape[0], n_classes))
 
 
-def check_class_weights(targets, table, out) -> None:
-    """The arguments of :meth:`Backend.class_weights`."""
-    _expect(table, "table", _FLOATS, ndims=(1,))
-    _expect(targets, "targets", (_INT64, table.dtype), ndims=(1,) if targets.dtype == _INT64 else (1, 2))
-    if targets.ndim == 2 and targets.shape[1] != 1:
-        raise ValueError(f"targets: float targets must be (N,) or (N, 1) labels of one output; got "
-                         f"shape {targets.shape}")
-    _expect(out, "out", (table.dtype,), targets.shape[:1])
-
-
 class Backend(Protocol):
     """What a backend module provides. Formulas use row batches ``X`` of shape (N, fan_in)."""
 
@@ -376,11 +366,12 @@ class Backend(Protocol):
         ``delta (|d| - delta / 2)``; ``dl/dx = clip(d, -delta, delta)``; MEAN over all."""
 
     # ----------------------------------------------------------- augmentation
-    # What fit's input_noise, mixup and class_weight do to a batch, as ops on the device
-    # (../API.md, "Augmentation"): the trainer draws the key, lam and the permutation on
-    # the host and never reads anything back. Class indices outside their range (as
-    # ignore_index) stand for no class: their one-hot row and their weight are 0, never
-    # an error (an error would cost the device a sync); the trainer validates targets.
+    # What fit's input_noise and mixup do to a batch, as ops on the device (../API.md,
+    # "Augmentation"): the trainer draws the key, lam and the permutation on the host and
+    # never reads anything back. Class indices outside their range (as ignore_index) stand
+    # for no class: their one-hot row is 0, never an error (an error would cost the device
+    # a sync); the trainer validates targets. (fit's class_weight and sample_weight are
+    # per-row weights the trainer computes on the host once per fit: the losses' ``weights``.)
     def gaussian_noise(self, X, std, key, out) -> None:
         """``out = X + s z``: Gaussian input noise of standard deviation ``s = std``.
 
@@ -402,8 +393,8 @@ class Backend(Protocol):
         (computed in float64) each rounded to the dtype, the products and the sum in it.
         A ``perm[i]`` outside [0, N) adds nothing (``out[i] = l src[i]``). ``out`` has
         src's shape and dtype and must not overlap src (ValueError): rows are read after
-        others are written. The trainer mixes inputs, float targets and, with class
-        weights, the (N,) weights of :meth:`class_weights` by it, under one ``perm``."""
+        others are written. The trainer mixes inputs, float targets and the (N,) row
+        weights of the losses by it, under one ``perm``."""
 
     def mix_class_targets(self, targets, perm, lam, n_classes, out) -> None:
         """Mixup of class targets into distributions: ``out`` (N, K), K = ``n_classes``
@@ -416,18 +407,6 @@ class Backend(Protocol):
         int64; onehot(c) is the zero row for c outside [0, K), and so is the second term
         for a ``perm[i]`` outside [0, N). :meth:`softmax_cross_entropy` takes ``out`` as
         its distribution targets."""
-
-    def class_weights(self, targets, table, out) -> None:
-        """Per-row weights of a class weighting: ``out[i] = table[c_i]`` (0 for ``c_i``
-        outside [0, C)), ``table`` (C,) and ``out`` (N,) of one float dtype, where ``c_i``
-        is
-
-        * ``targets[i]`` for class targets (N,) int64 (an ``ignore_index`` row gets 0);
-        * for float targets (N,) or (N, 1) of the table's dtype (one sigmoid output's 0/1
-          labels): ``c_i = 1 if targets[i] > 0.5 else 0``, the class metric_sums'
-          accuracy reads (NaN: class 0).
-
-        ``out`` is what the losses take as ``weights``."""
 
     # ------------------------------------------------------------- optimizers
     # Parameters, gradients and state are flat 1-D arrays of one length. The flat buffer

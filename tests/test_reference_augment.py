@@ -1,7 +1,7 @@
 """kernels.reference augmentation ops against their formulas, written independently: the
 noise's hash (tests/test_cuda_host_dense.py's, in Python integers) and Box-Muller in Python floats, its statistics over 10^6
 draws (mean, deviation, a Kolmogorov-Smirnov test against the normal), its keys;
-mixup of rows and of class targets, and class weights, on hand-computed examples."""
+mixup of rows and of class targets on hand-computed examples."""
 import math
 
 import numpy as np
@@ -119,7 +119,7 @@ def test_mix_rows_rounds_each_factor_and_term_in_the_dtype():
 
 
 def test_mix_rows_of_a_vector_and_a_partner_outside_the_batch():
-    """(N,) rows (the weights of class_weights) mix too; perm outside [0, N) adds nothing."""
+    """(N,) rows (the row weights of a loss) mix too; perm outside [0, N) adds nothing."""
     w = np.array([1.0, 2.0, 4.0])
     out = np.empty_like(w)
     ref.mix_rows(w, np.array([1, -1, 3]), 0.5, out)
@@ -180,31 +180,3 @@ def test_mixed_targets_feed_cross_entropy_as_the_mixed_losses():
     ref.softmax_cross_entropy(logits, targets, 0.0, -100, 0, a, None)
     ref.softmax_cross_entropy(logits, targets[perm], 0.0, -100, 0, b, None)
     np.testing.assert_allclose(losses, 0.6 * a + 0.4 * b, rtol=1e-14)
-
-
-# ------------------------------------------------------------------ class weights
-def test_class_weights_of_class_targets():
-    table = np.array([0.5, 2.0, 3.0], np.float32)
-    out = np.full(5, np.nan, np.float32)
-    ref.class_weights(np.array([2, 0, -100, 1, 3]), table, out)
-    np.testing.assert_array_equal(out, [3.0, 0.5, 0.0, 2.0, 0.0])
-
-
-@pytest.mark.parametrize("shape", [(4,), (4, 1)], ids=str)
-def test_class_weights_of_one_outputs_labels(shape):
-    """Float 0/1 labels: class 1 above 0.5 (NaN: class 0), as metric_sums' accuracy."""
-    labels = np.array([0.0, 1.0, 0.5, np.nan]).reshape(shape)
-    out = np.empty(4)
-    ref.class_weights(labels, np.array([0.25, 4.0]), out)
-    np.testing.assert_array_equal(out, [0.25, 4.0, 0.25, 0.25])
-
-
-def test_class_weights_refuse_bad_arguments():
-    with pytest.raises(TypeError, match="targets"):
-        ref.class_weights(np.zeros(3, np.float32), np.ones(2), np.empty(3))
-    with pytest.raises(ValueError, match="targets"):
-        ref.class_weights(np.zeros((3, 2)), np.ones(2), np.empty(3))
-    with pytest.raises(ValueError, match="out"):
-        ref.class_weights(np.zeros(3, np.int64), np.ones(2), np.empty(4))
-    with pytest.raises(TypeError, match="out"):
-        ref.class_weights(np.zeros(3, np.int64), np.ones(2), np.empty(3, np.float32))

@@ -185,3 +185,28 @@ def test_cuda_graph_steps_train_as_op_by_op(monkeypatch):
     eager, eager_losses = run()
     assert graphed_losses == eager_losses
     _assert_same(eager, graphed)
+
+
+def test_weighted_mixup_and_noise_steps_train_as_op_by_op():
+    """Row weights are an input buffer of the recording (the shuffled batch's own, or a
+    copy), and mixup and noise run before it with new draws at every step: bit for bit
+    the training of op by op, the steps still replayed."""
+    X, y = _data()
+    weights = np.random.default_rng(4).uniform(0.0, 3.0, len(X))
+    runs = []
+    for recording in (False, True):
+        trainer = _trainer(recording)
+        trainer.fit(X, y, epochs=2, batch_size=32, verbose=0, sample_weight=weights)
+        trainer.fit(X, y, epochs=1, batch_size=64, shuffle=False, verbose=0, class_weight={0: 2.0, 2: 0.5})
+        history = trainer.fit(X, y, epochs=2, batch_size=32, verbose=0, sample_weight=weights, mixup=0.4,
+                              input_noise=0.3)
+        runs.append((trainer, history.history["loss"]))
+    (eager, eager_losses), (graphed, graphed_losses) = runs
+    assert graphed_losses == eager_losses
+    _assert_same(eager, graphed)
+    k = graphed.model._k
+    # weighted shapes 32 and 8 from the batch buffers, 64 and 8 (the same recording) in
+    # order, then 32 and 8 mixed (y as distributions): 5 recordings; every step of a shape
+    # after its first replays
+    assert k.recordings == 5
+    assert k.replays == (2 * 6 - 1) + (2 - 1) + (3 - 1) + 1 + (2 * 6 - 1) + (2 - 1)

@@ -230,13 +230,6 @@ def _mix_class_targets(d, rng, dtype):
                   (4,), out.nbytes + 3 * targets.nbytes)
 
 
-def _class_weights(d, rng, dtype):
-    targets = _class_indices(d, rng)
-    table = rng.uniform(0.5, 2.0, d["classes"]).astype(dtype)
-    out = np.empty(len(targets), dtype)
-    return Inputs([targets, table, out], (2,), targets.nbytes + 2 * out.nbytes)
-
-
 def _flat(d, rng, dtype):
     """params, grads and the segment offsets of an optimizer over ``n_params``."""
     n = d["n_params"]
@@ -337,7 +330,6 @@ BUILDERS: dict[str, Callable] = {
     "gaussian_noise": _gaussian_noise,
     "mix_rows": _mix_rows,
     "mix_class_targets": _mix_class_targets,
-    "class_weights": _class_weights,
     "grad_sq_norms": _grad_sq_norms,
     # torch's defaults, and SGD with momentum 0.9 (the hyperparameters come last, as a
     # function of the step number, 3 here)

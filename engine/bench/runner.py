@@ -35,7 +35,7 @@ def _installed(*modules):
     return all(importlib.util.find_spec(name) is not None for name in modules)
 
 
-def jobs(workloads, backends, batch_sizes, kernels, peers, reps):
+def jobs(workloads, backends, batch_sizes, kernels, peers, reps, normalization=None):
     """The jobs of a run: per backend and workload, then per backend its kernels, then
     the peers that are installed, per workload."""
     def pairs(workload):
@@ -43,8 +43,8 @@ def jobs(workloads, backends, batch_sizes, kernels, peers, reps):
 
     on_cpu = [b for b in backends if b != "cupy"]
     holder = "numpy" if "numpy" in on_cpu else on_cpu[0] if on_cpu else None  # times NumPy's floor
-    found = [{"kind": "fusedense", "backend": b, "workloads": pairs(w), "reps": reps, "numpy_floor": b == holder}
-             for b in backends for w in workloads]
+    found = [{"kind": "fusedense", "backend": b, "workloads": pairs(w), "reps": reps, "numpy_floor": b == holder,
+              "normalization": normalization} for b in backends for w in workloads]
     if kernels:
         found += [{"kind": "fusedense", "backend": b, "workloads": [], "kernels": True, "reps": reps}
                   for b in backends if b != "numpy"]
@@ -100,7 +100,7 @@ def hold_peers(rows):
     return rows
 
 
-TRAINING = ("gemm_floor", "train_step")
+TRAINING = ("gemm_floor", "train_step", "train_step batch norm", "train_step layer norm")
 
 
 def in_order(rows):
@@ -133,11 +133,11 @@ def warnings_for(rows, reps):
 
 
 def run(workloads=("S", "M", "L"), backends=None, kernels=True, peers=True, reps=5, batch_sizes=None,
-        as_json=False, csv_path=None, plot_path=None):
+        as_json=False, csv_path=None, plot_path=None, normalization=None):
     """Measure, print (a table, or ``as_json``), write ``csv_path`` and draw ``plot_path``;
     returns (rows, failures)."""
     backends = backends or backend_module.available_backends()
-    planned = jobs(workloads, backends, batch_sizes, kernels, peers, reps)
+    planned = jobs(workloads, backends, batch_sizes, kernels, peers, reps, normalization)
     rows, failures = [], []
     for job in tqdm(planned, desc="bench", unit="job", file=sys.stderr, disable=None):
         found = run_job(job)

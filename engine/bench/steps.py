@@ -19,14 +19,15 @@ from .workloads import N_BATCHES, batches
 STEP_TOLERANCE = 1e-4
 
 
-def _trainer(backend, sizes, optimizer=None, seed=0):
+def _trainer(backend, sizes, optimizer=None, seed=0, normalization=None):
     from ..model import MLP
     from ..optim import AdamW
     from ..trainer import Trainer
-    return Trainer(MLP(sizes, seed=seed, backend=backend), optimizer=optimizer or AdamW(), metrics=())
+    model = MLP(sizes, seed=seed, backend=backend, normalization=normalization)
+    return Trainer(model, optimizer=optimizer or AdamW(), metrics=())
 
 
-def check_step(backend, sizes, batch):
+def check_step(backend, sizes, batch, normalization=None):
     """Raise AssertionError unless a step on ``backend`` computes the reference's loss and
     gradients. The step is plain SGD at lr 1, so each parameter moves by exactly its
     gradient (Adam's first step moves every weight by about lr whatever the gradient, and
@@ -38,7 +39,7 @@ def check_step(backend, sizes, batch):
     X, y = batches(sizes, batch)
     results = []
     for name in (backend, "numpy"):
-        trainer = _trainer(name, sizes, SGD(lr=1.0))
+        trainer = _trainer(name, sizes, SGD(lr=1.0), normalization=normalization)
         before = trainer.model.get_weights()
         loss = trainer.train_step(X[0], y[0])
         results.append((loss, [w - w_new for w, w_new in zip(before, trainer.model.get_weights())]))
@@ -51,11 +52,11 @@ def check_step(backend, sizes, batch):
                                  f"the reference (by up to {np.abs(got - want).max():.3g})")
 
 
-def engine_step(backend, sizes, batch, reps, inner):
-    """Seconds per training step of an MLP of ``sizes`` (AdamW, no metrics), cycling
-    distinct batches; one sample per rep."""
+def engine_step(backend, sizes, batch, reps, inner, normalization=None):
+    """Seconds per training step of an MLP of ``sizes`` (AdamW, no metrics; hidden layers
+    normalized by ``normalization``), cycling distinct batches; one sample per rep."""
     X, y = batches(sizes, batch)
-    trainer = _trainer(backend, sizes)
+    trainer = _trainer(backend, sizes, normalization=normalization)
     counter = [0]
     if backend == "cupy":
         # A GPU step is timed as fit runs it: the batches already on the device and the

@@ -76,6 +76,13 @@ def fusedense_rows(job):
         rows.append(Row("train_step", workload, backend, steps.engine_step(backend, sizes, batch, reps, inner),
                         batch, step_flops(sizes, batch), device=_device(backend), floor_ms=own,
                         numpy_floor_ms=numpy_floor))
+        normalization = job.get("normalization")
+        if normalization:  # the same model with its hidden layers normalized, against the same floor
+            steps.check_step(backend, sizes, batch, normalization)
+            rows.append(Row(f"train_step {normalization} norm", workload, backend,
+                            steps.engine_step(backend, sizes, batch, reps, inner, normalization), batch,
+                            step_flops(sizes, batch), device=_device(backend), floor_ms=own,
+                            numpy_floor_ms=numpy_floor))
         if times_epoch(workload, batch):
             rows.append(Row("epoch", workload, backend, steps.engine_epoch(backend, sizes, batch, reps), batch))
     if job.get("kernels"):

@@ -64,7 +64,7 @@ _choose_threading_layer()
 from . import blas  # noqa: E402
 from .blas import blas_threads, matmul, set_blas_threads  # noqa: E402
 from .arrays import capture, copy_into, empty, take_rows, to_device, to_host, zeros  # noqa: E402
-from .augment import class_weights, gaussian_noise, mix_class_targets, mix_rows  # noqa: E402
+from .augment import gaussian_noise, mix_class_targets, mix_rows  # noqa: E402
 from .constraints import max_norm  # noqa: E402
 from .decisions import guard_update, metric_sums  # noqa: E402
 from .dense import apply_output, dense_backward, dense_forward, dropout_mask  # noqa: E402

@@ -1,9 +1,8 @@
 """Augmentation ops of the Numba backend (kernels.spec, "augmentation"): Gaussian input
-noise from the counter-based hash, mixup of rows and of class targets, per-row class
-weights.
+noise from the counter-based hash, mixup of rows and of class targets.
 
 The noise and the row mixing are one pass over the batch, by blocks of elements (or of
-rows) in parallel; the class targets' passes are over N integers, serial. The noise
+rows) in parallel; the class targets' pass is over N integers, serial. The noise
 works on flat arrays: a non-contiguous one as a contiguous copy, written back.
 """
 import numpy as np
@@ -88,24 +87,3 @@ def _mix_class_targets(targets, perm, lam, out):
 def mix_class_targets(targets, perm, lam, n_classes, out):
     spec.check_mix_class_targets(targets, perm, n_classes, out)
     _mix_class_targets(targets, perm, float(lam), out)
-
-
-@small_kernel
-def _class_weights(classes, table, out):
-    for i in range(classes.size):
-        c = classes[i]
-        out[i] = table[c] if 0 <= c < table.size else 0
-
-
-@small_kernel
-def _label_weights(labels, table, out):
-    """One output's float labels: class 1 above 0.5, else 0."""
-    for i in range(labels.size):
-        c = 1 if labels[i] > 0.5 else 0
-        out[i] = table[c] if c < table.size else 0
-
-
-def class_weights(targets, table, out):
-    spec.check_class_weights(targets, table, out)
-    kernel = _class_weights if targets.dtype == np.int64 else _label_weights
-    kernel(targets.reshape(-1), table, out)

@@ -13,7 +13,7 @@ except ImportError as error:
                       "'fusedense[cuda12]' (CUDA 12) or 'fusedense[cuda13]' (CUDA 13)") from None
 
 from .arrays import copy_into, empty, take_rows, to_device, to_host, zeros  # noqa: E402
-from .augment import class_weights, gaussian_noise, mix_class_targets, mix_rows  # noqa: E402
+from .augment import gaussian_noise, mix_class_targets, mix_rows  # noqa: E402
 from .constraints import max_norm  # noqa: E402
 from .graphs import capture  # noqa: E402
 from .decisions import guard_update, metric_sums  # noqa: E402

@@ -1,9 +1,9 @@
-// The augmentation ops of kernels/spec.py (gaussian_noise, mix_rows, mix_class_targets,
-// class_weights): elementwise passes over a batch, each element computed independently
+// The augmentation ops of kernels/spec.py (gaussian_noise, mix_rows, mix_class_targets):
+// elementwise passes over a batch, each element computed independently
 // (no reductions: the results do not depend on the launch shape).
 //
 // Launch shapes (kernels/cuda/augment.py): any block size and grid; every kernel is a
-// grid-stride loop over its elements (n for the noise and the weights, n k for the mixes).
+// grid-stride loop over its elements (n for the noise, n k for the mixes).
 #include "rng.cuh"
 
 // out_e = x_e + std z_e, z_e the standard normal value of element e (rng.cuh, the formula
@@ -42,22 +42,5 @@ __global__ void mix_class_targets(const long long* targets, const long long* per
         const long long i = e / k, j = e - i * k, p = perm[i];
         const long long partner = (p >= 0 && p < n) ? targets[p] : -1;
         out[e] = (targets[i] == j ? left : T(0)) + (partner == j ? right : T(0));
-    }
-}
-
-// The class of a target: a class index as it is; one sigmoid output's label 1 above 0.5,
-// else 0 (NaN: 0), as metric_sums' accuracy reads it.
-__device__ __forceinline__ long long class_of(long long target) { return target; }
-template <typename T>
-__device__ __forceinline__ long long class_of(T label) { return label > T(0.5) ? 1 : 0; }
-
-// out[i] = table[c_i] for c_i = class_of(targets[i]) in [0, c), else 0.
-template <typename T, typename Target>
-__global__ void class_weights(const Target* targets, const T* table, long long n, long long c,
-                              T* out) {
-    const long long stride = (long long)gridDim.x * blockDim.x;
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) {
-        const long long cls = class_of(targets[i]);
-        out[i] = (cls >= 0 && cls < c) ? table[cls] : T(0);
     }
 }

@@ -4,13 +4,11 @@ import cupy
 import numpy as np
 
 from .. import rng, spec
-from .compiler import C_TYPES, Source, instances, scalar
+from .compiler import Source, instances, scalar
 from .losses import ELEMENT_THREADS, ELEMENTS_PER_THREAD, grid_blocks
 
 SOURCE = Source("augment.cu", [
     *instances("gaussian_noise"), *instances("mix_rows"), *instances("mix_class_targets"),
-    *(f"class_weights<{c_type}, {target}>" for c_type in C_TYPES.values()
-      for target in ("long long", c_type)),
 ])
 
 
@@ -52,11 +50,3 @@ def mix_class_targets(targets, perm, lam, n_classes, out):
     _into(out, SOURCE.function("mix_class_targets", out.dtype), out.size,
           (cupy.ascontiguousarray(targets), cupy.ascontiguousarray(perm), np.int64(out.shape[0]),
            np.int64(n_classes), *_mix_factors(lam, out.dtype)))
-
-
-def class_weights(targets, table, out):
-    spec.check_class_weights(targets, table, out)
-    target = "long long" if targets.dtype == np.int64 else C_TYPES[table.dtype]
-    _into(out, SOURCE.function(f"class_weights<{C_TYPES[table.dtype]}, {target}>"), len(out),
-          (cupy.ascontiguousarray(targets), cupy.ascontiguousarray(table), np.int64(len(out)),
-           np.int64(len(table))))

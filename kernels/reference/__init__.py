@@ -3,7 +3,7 @@
 It is the oracle every other backend is tested against, not a fast path.
 """
 from .arrays import capture, copy_into, empty, take_rows, to_device, to_host, zeros
-from .augment import class_weights, gaussian_noise, mix_class_targets, mix_rows
+from .augment import gaussian_noise, mix_class_targets, mix_rows
 from .constraints import max_norm
 from .decisions import guard_update, metric_sums
 from .dense import apply_output, dense_backward, dense_forward, dropout_mask, matmul

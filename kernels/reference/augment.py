@@ -1,5 +1,5 @@
 """Augmentation ops in NumPy (kernels.spec, "augmentation"): Gaussian input noise from the
-counter-based hash, mixup of rows and of class targets, and per-row class weights."""
+counter-based hash, and mixup of rows and of class targets."""
 import numpy as np
 
 from .. import spec
@@ -45,14 +45,3 @@ def mix_class_targets(targets, perm, lam, n_classes, out):
     one_hot = _one_hot(targets, n_classes, out.dtype)
     left, right = _mix_factors(lam, out.dtype)
     out[...] = left * one_hot + right * _partners(one_hot, perm)
-
-
-def class_weights(targets, table, out):
-    spec.check_class_weights(targets, table, out)
-    if targets.dtype == np.int64:
-        classes = targets
-    else:
-        classes = (targets.reshape(len(targets)) > 0.5).astype(np.int64)
-    inside = (classes >= 0) & (classes < len(table))
-    out[...] = 0
-    out[inside] = table[classes[inside]]
