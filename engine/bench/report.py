@@ -31,8 +31,13 @@ class Row:
 
     @property
     def label(self):
-        """The row's name in the table (the workload, "S epoch", or the kernel row's label)."""
-        return f"{self.workload} epoch" if self.op == "epoch" else self.workload
+        """The row's name in the table (the workload, "S epoch", "M batch norm" for a step
+        with normalized layers, or the kernel row's label)."""
+        if self.op == "epoch":
+            return f"{self.workload} epoch"
+        if self.op.startswith("train_step "):
+            return f"{self.workload} {self.op.removeprefix('train_step ')}"
+        return self.workload
 
     def metrics(self):
         """Each figure of this row, one value per sample."""
