@@ -11,9 +11,8 @@ from .backend import (available_backends, get_backend, get_float32_matmul_precis
 from .callbacks import Callback, CSVLogger, EarlyStopping, History, LambdaCallback, ModelCheckpoint, ReduceLROnPlateau
 from .ensemble import Ensemble, train_ensemble
 from .errors import BackendUnavailable, NonFiniteError
-from .io import load_model
 from .losses import MSE, BinaryCrossEntropy, Huber, SoftmaxCrossEntropy
-from .model import MLP
+from .model import MLP, load_model
 from .optim import SGD, SGDW, Adadelta, Adagrad, Adam, AdamW, NAdam, RMSprop
 from .trainer import Trainer
 from .transfer import pretrain_layerwise

@@ -1,8 +1,10 @@
-"""Saving models and checkpoints as .npz files (config and state as JSON, arrays as arrays).
+"""The file codec of models and checkpoints: .npz files, metadata as JSON, arrays as arrays.
 
-A file is written under a temporary name and renamed into place, so its path holds the
-old file or the new one, never a partial one. Reading never unpickles: a file this
-module did not write is a ValueError naming it.
+The model and the trainer hand this module what they save (:func:`write`) and take back
+what a file holds (:func:`read`), checking it against themselves with the helpers here;
+it knows neither of them. A file is written under a temporary name and renamed into place,
+so its path holds the old file or the new one, never a partial one. Reading never
+unpickles: a file this module did not write is a ValueError naming it.
 """
 from __future__ import annotations
 
@@ -17,14 +19,15 @@ import zlib
 
 import numpy as np
 
-from . import backend as backend_module
-from .model import MLP
 from .validation import check_finite
 
-FORMAT_VERSION = 1  # what save_model/save_checkpoint write; _read refuses newer ones
+FORMAT_VERSION = 1  # what write() writes; read() refuses newer ones
 
 
-def _write(path, meta, arrays):
+def write(path, kind, meta, arrays):
+    """Write ``meta`` (JSON-able) and ``arrays`` (name -> NumPy array) to ``path`` as a
+    fusedense ``kind`` ("model" or "checkpoint") file of this format version, atomically."""
+    meta = {"format": f"fusedense-{kind}", "version": FORMAT_VERSION, **meta}
     path = os.fspath(path)
     # In the target's directory: os.replace is atomic only within one file system.
     temporary = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{secrets.token_hex(4)}.tmp")
@@ -44,7 +47,7 @@ def _write(path, meta, arrays):
         raise
 
 
-def _bad_file(path, kind, why):
+def bad_file(path, kind, why):
     return ValueError(f"{os.fspath(path)} is not a fusedense {kind} file: {why}")
 
 
@@ -78,12 +81,12 @@ def _check_header(name, header, foreign):
         raise foreign(f"its entry {name!r} is truncated or its header is corrupt (shape {shape}, dtype {dtype})")
 
 
-def _read(path, kind):
-    """(meta, arrays) of a file ``_write`` wrote as a fusedense ``kind`` ("model" or
+def read(path, kind):
+    """(meta, arrays) of a file :func:`write` wrote as a fusedense ``kind`` ("model" or
     "checkpoint") of a format version this code reads; anything else is a ValueError
     naming ``path``: a foreign, truncated or corrupt file, or one of a newer version."""
     def foreign(why):
-        return _bad_file(path, kind, why)
+        return bad_file(path, kind, why)
 
     try:
         data = np.load(path, allow_pickle=False)
@@ -123,132 +126,39 @@ def _read(path, kind):
     return meta, arrays
 
 
-def _config(meta, path, kind):
+def model_config(meta, path, kind):
     """The model configuration stored in ``meta``: a dict holding at least ``sizes``."""
     config = meta.get("config")
     if not isinstance(config, dict) or not isinstance(config.get("sizes"), list):
-        raise _bad_file(path, kind, f"its 'config' is not a model configuration with 'sizes'; got {config!r}")
+        raise bad_file(path, kind, f"its 'config' is not a model configuration with 'sizes'; got {config!r}")
     return config
 
 
-def _stored_parameters(arrays):
+def stored_values(arrays):
     """How many values the file's arrays hold: a model configuration needing more is corrupt
     (checked before it allocates anything)."""
     return sum(a.size for a in arrays.values())
 
 
-def _dense_parameters(sizes):
+def dense_parameters(sizes):
     """W and b of every layer of ``sizes`` (a lower bound on the parameters; PReLU adds slopes)."""
     if not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sizes):
         return 0  # not sizes at all: MLP says what is wrong with them
     return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
 
 
-def save_model(model, path):
-    _write(path, {"format": "fusedense-model", "version": FORMAT_VERSION, "config": model.config()},
-           {f"w{i}": w for i, w in enumerate(model.get_weights())})
-
-
-def load_model(path, backend=None):
-    """The MLP saved at ``path`` by ``model.save`` (on ``backend``, default the current one).
-    A file that is not a complete fusedense model of a version this code reads is a
-    ValueError naming it."""
-    if backend is not None:
-        backend_module.module(backend)  # a bad backend is the caller's error, not the file's
-    meta, arrays = _read(path, "model")
-    config = _config(meta, path, "model")
-    if _dense_parameters(config["sizes"]) > _stored_parameters(arrays):
-        raise _bad_file(path, "model", f"its sizes {config['sizes']} need more parameters than it stores "
-                                       f"({_stored_parameters(arrays)})")
-    try:
-        model = MLP(backend=backend, **config)
-    except (TypeError, ValueError) as error:
-        raise _bad_file(path, "model", f"its configuration is not valid ({error})") from None
-    expected = [f"w{i}" for i in range(len(model._layout.segments))]
+def check_arrays(arrays, expected, bad):
+    """``bad(why)`` (a ValueError naming the file) unless ``arrays`` holds exactly the names
+    of ``expected`` (name -> shape), each of a real dtype, that shape and finite."""
     if sorted(arrays) != sorted(expected):
-        raise _bad_file(path, "model", f"it stores the arrays {sorted(arrays)}; its configuration needs "
-                                       f"{expected}")
-    try:
-        model.set_weights([arrays[name] for name in expected])
-    except (TypeError, ValueError) as error:
-        raise _bad_file(path, "model", f"its weights do not fit its configuration ({error})") from None
-    return model
-
-
-def save_checkpoint(trainer, path):
-    model, opt = trainer.model, trainer.optimizer
-    state = opt.state_dict()
-    meta = {
-        "format": "fusedense-checkpoint", "version": FORMAT_VERSION, "config": model.config(), "seed": model._seed,
-        "optimizer": type(opt).__name__, "iterations": state["iterations"], "scalars": state["scalars"],
-        "rng": trainer._rng.bit_generator.state,
-    }
-    arrays = {"params": model._k.to_host(model._params)}
-    if model._layout.state_size:  # running statistics
-        arrays["state"] = model._k.to_host(model._state)
-    arrays.update({f"opt_{name}": a for name, a in state["arrays"].items()})
-    _write(path, meta, arrays)
-
-
-def load_checkpoint(trainer, path):
-    """Restore a checkpoint into ``trainer`` (same architecture and optimizer), all or
-    nothing: every value is checked before anything is written."""
-    meta, arrays = _read(path, "checkpoint")
-    model, opt = trainer.model, trainer.optimizer
-
-    def bad(why):
-        return _bad_file(path, "checkpoint", why)
-
-    saved, current = _config(meta, path, "checkpoint"), model.config()
-    saved.setdefault("normalization", [None] * (len(current["sizes"]) - 2))  # written before normalization
-    for key in ("sizes", "activation", "dropout", "normalization", "dtype"):
-        if key not in saved:
-            raise bad(f"its configuration has no {key!r}")
-        if saved[key] != current[key]:
-            raise ValueError(f"checkpoint {key} {saved[key]!r} does not match the model's {current[key]!r}")
-    if meta.get("optimizer") != type(opt).__name__:
-        raise ValueError(f"checkpoint optimizer {meta.get('optimizer')} does not match the trainer's {type(opt).__name__}")
-    state = opt.state_dict()
-    expected = {"params": (model.num_parameters,), **{f"opt_{name}": a.shape for name, a in state["arrays"].items()}}
-    if model._layout.state_size:
-        expected["state"] = (model._layout.state_size,)
-    if sorted(arrays) != sorted(expected):
-        raise bad(f"it stores the arrays {sorted(arrays)}; a checkpoint of this trainer has {sorted(expected)}")
+        raise bad(f"it stores the arrays {sorted(arrays)}; it should hold {sorted(expected)}")
     for name, shape in expected.items():
         array = arrays[name]
         if array.dtype.kind not in "biuf":
             raise bad(f"its {name!r} has dtype {array.dtype}, not a real number type")
-        if array.shape != shape:
-            if name == "params":
-                raise ValueError(f"checkpoint has {array.size} parameters; the model has {model.num_parameters}")
-            raise bad(f"its {name!r} has shape {array.shape}; this trainer's has {shape}")
+        if array.shape != tuple(shape):
+            raise bad(f"its {name!r} has shape {array.shape}; it should be {tuple(shape)}")
         try:
             check_finite(array, f"its {name!r}")
         except ValueError as error:
             raise bad(str(error)) from None
-    _check_counters(meta, state, bad)
-    try:  # on a scratch generator of the same kind, so that a bad state changes nothing
-        getattr(np.random, type(trainer._rng.bit_generator).__name__)().state = meta["rng"]
-    except (KeyError, TypeError, ValueError, OverflowError):
-        raise bad("its shuffling RNG state is missing or not valid") from None
-    opt.load_state_dict({"iterations": meta["iterations"], "scalars": meta["scalars"],
-                         "arrays": {name[4:]: a for name, a in arrays.items() if name.startswith("opt_")}})
-    model._k.copy_into(model._params, arrays["params"])
-    if "state" in expected:
-        model._k.copy_into(model._state, arrays["state"])
-    model._seed = int(meta["seed"])
-    trainer._rng.bit_generator.state = meta["rng"]
-
-
-def _check_counters(meta, state, bad):
-    """The step count, seed and the optimizer's scalar state: numbers of the right kind."""
-    for name in ("iterations", "seed"):
-        value = meta.get(name)
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
-            raise bad(f"its {name!r} is {value!r}, not an integer in [0, 2**63)")
-    scalars = meta.get("scalars")
-    if not isinstance(scalars, dict) or set(scalars) != set(state["scalars"]):
-        raise bad(f"its optimizer scalars are {scalars!r}; this optimizer has {sorted(state['scalars'])}")
-    for name, value in scalars.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise bad(f"its optimizer scalar {name!r} is {value!r}, not a finite number")

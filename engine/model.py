@@ -12,7 +12,7 @@ from kernels.rng import dropout_key, offset_key
 
 from . import activations as activations_module
 from . import backend as backend_module
-from . import initializers
+from . import initializers, io
 from .layers import Dense, NormalizedDense
 from .params import Layout
 from .validation import as_numeric_array, check_features, check_finite, number, one_of
@@ -243,9 +243,9 @@ class MLP:
         self.set_weights(state["weights"])
 
     def save(self, path):
-        """Write the configuration and weights to ``path`` (an .npz file)."""
-        from .io import save_model
-        save_model(self, path)
+        """Write the configuration and weights to ``path`` (an .npz file; :func:`load_model`
+        reads it back)."""
+        io.write(path, "model", {"config": self.config()}, {f"w{i}": w for i, w in enumerate(self.get_weights())})
 
     # ---------------------------------------------------------------- transfer
     @property
@@ -437,3 +437,29 @@ class MLP:
         return out
 
     __call__ = predict
+
+
+def load_model(path, backend=None):
+    """The MLP saved at ``path`` by ``model.save`` (on ``backend``, default the current one).
+    A file that is not a complete fusedense model of a version this code reads is a
+    ValueError naming it."""
+    if backend is not None:
+        backend_module.module(backend)  # a bad backend is the caller's error, not the file's
+    meta, arrays = io.read(path, "model")
+    config = io.model_config(meta, path, "model")
+    if io.dense_parameters(config["sizes"]) > io.stored_values(arrays):
+        raise io.bad_file(path, "model", f"its sizes {config['sizes']} need more parameters than it stores "
+                                         f"({io.stored_values(arrays)})")
+    try:
+        model = MLP(backend=backend, **config)
+    except (TypeError, ValueError) as error:
+        raise io.bad_file(path, "model", f"its configuration is not valid ({error})") from None
+    expected = [f"w{i}" for i in range(len(model._layout.segments))]
+    if sorted(arrays) != sorted(expected):
+        raise io.bad_file(path, "model", f"it stores the arrays {sorted(arrays)}; its configuration needs "
+                                         f"{expected}")
+    try:
+        model.set_weights([arrays[name] for name in expected])
+    except (TypeError, ValueError) as error:
+        raise io.bad_file(path, "model", f"its weights do not fit its configuration ({error})") from None
+    return model

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from kernels import spec
 
-from . import distributed
+from . import distributed, io
 from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optim
@@ -625,9 +625,65 @@ class Trainer:
         Under ``data_parallel=True`` only rank 0 writes (every rank holds the same state)."""
         if not self.is_main_process:
             return
-        from .io import save_checkpoint
-        save_checkpoint(self, path)
+        model, opt = self.model, self.optimizer
+        state = opt.state_dict()
+        meta = {"config": model.config(), "seed": model._seed, "optimizer": type(opt).__name__,
+                "iterations": state["iterations"], "scalars": state["scalars"], "rng": self._rng.bit_generator.state}
+        arrays = {"params": model._k.to_host(model._params)}
+        if model._layout.state_size:  # running statistics
+            arrays["state"] = model._k.to_host(model._state)
+        arrays.update({f"opt_{name}": a for name, a in state["arrays"].items()})
+        io.write(path, "checkpoint", meta, arrays)
 
     def load_checkpoint(self, path):
-        from .io import load_checkpoint
-        load_checkpoint(self, path)
+        """Restore a checkpoint of this trainer's architecture and optimizer, all or nothing:
+        every value is checked before anything is written."""
+        meta, arrays = io.read(path, "checkpoint")
+        model, opt = self.model, self.optimizer
+
+        def bad(why):
+            return io.bad_file(path, "checkpoint", why)
+
+        saved, current = io.model_config(meta, path, "checkpoint"), model.config()
+        saved.setdefault("normalization", [None] * (len(current["sizes"]) - 2))  # written before normalization
+        for key in ("sizes", "activation", "dropout", "normalization", "dtype"):
+            if key not in saved:
+                raise bad(f"its configuration has no {key!r}")
+            if saved[key] != current[key]:
+                raise ValueError(f"checkpoint {key} {saved[key]!r} does not match the model's {current[key]!r}")
+        if meta.get("optimizer") != type(opt).__name__:
+            raise ValueError(f"checkpoint optimizer {meta.get('optimizer')} does not match the trainer's "
+                             f"{type(opt).__name__}")
+        state = opt.state_dict()
+        if "params" in arrays and arrays["params"].shape != (model.num_parameters,):
+            raise ValueError(f"checkpoint has {arrays['params'].size} parameters; the model has {model.num_parameters}")
+        expected = {"params": (model.num_parameters,), **{f"opt_{name}": a.shape for name, a in state["arrays"].items()}}
+        if model._layout.state_size:
+            expected["state"] = (model._layout.state_size,)
+        io.check_arrays(arrays, expected, bad)
+        _check_counters(meta, state, bad)
+        try:  # on a scratch generator of the same kind, so that a bad state changes nothing
+            getattr(np.random, type(self._rng.bit_generator).__name__)().state = meta["rng"]
+        except (KeyError, TypeError, ValueError, OverflowError):
+            raise bad("its shuffling RNG state is missing or not valid") from None
+        opt.load_state_dict({"iterations": meta["iterations"], "scalars": meta["scalars"],
+                             "arrays": {name[4:]: a for name, a in arrays.items() if name.startswith("opt_")}})
+        model._k.copy_into(model._params, arrays["params"])
+        if "state" in expected:
+            model._k.copy_into(model._state, arrays["state"])
+        model._seed = int(meta["seed"])
+        self._rng.bit_generator.state = meta["rng"]
+
+
+def _check_counters(meta, state, bad):
+    """A checkpoint's step count, seed and optimizer scalar state: numbers of the right kind."""
+    for name in ("iterations", "seed"):
+        value = meta.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
+            raise bad(f"its {name!r} is {value!r}, not an integer in [0, 2**63)")
+    scalars = meta.get("scalars")
+    if not isinstance(scalars, dict) or set(scalars) != set(state["scalars"]):
+        raise bad(f"its optimizer scalars are {scalars!r}; this optimizer has {sorted(state['scalars'])}")
+    for name, value in scalars.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise bad(f"its optimizer scalar {name!r} is {value!r}, not a finite number")
