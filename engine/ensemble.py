@@ -157,7 +157,8 @@ def train_ensemble(make_trainer, X, y, n_members=5, bagging=False, seed=0, clien
     ``dask.distributed.Client`` to train one member per task on its workers (the
     ``dask`` extra); ``make_trainer`` and the data then travel to the workers, the trained
     models come back (pickled as configuration and weights, on the backend they were
-    built for), and the ensemble is the same as the one trained here.
+    built for), and the ensemble is the one trained here (to the last bit where the
+    workers use as many threads: Dask's worker processes use one by default).
     """
     if not callable(make_trainer):
         raise TypeError(f"make_trainer must be a callable make_trainer(i) -> engine.Trainer; "
