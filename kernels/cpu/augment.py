@@ -26,12 +26,17 @@ def _build_gaussian_noise(loop):
 
 
 _GAUSSIAN_NOISE = serial_and_parallel(_build_gaussian_noise)
+# An element of noise (two hashes, a log, a square root and a cosine: 29 ns here) costs
+# what about 16 elements of a streaming pass do, so the threads pay from 1/16 of the
+# streaming threshold on (measured on a 128 x 784 batch: 2.9 ms serial, 1.6 ms on 2 threads).
+NOISE_WORK_PER_ELEMENT = 16
 
 
 def gaussian_noise(X, std, key, out):
     spec.check_noise(X, out)
     flat_x, flat_out = X.reshape(-1), out.reshape(-1)  # copies where no view exists
-    _GAUSSIAN_NOISE[X.size >= PARALLEL_MIN_WORK](flat_x, float(std), *noise_args(key), flat_out)
+    _GAUSSIAN_NOISE[X.size * NOISE_WORK_PER_ELEMENT >= PARALLEL_MIN_WORK](flat_x, float(std), *noise_args(key),
+                                                                         flat_out)
     if not np.may_share_memory(out, flat_out):
         out[...] = flat_out.reshape(out.shape)
 
