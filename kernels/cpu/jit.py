@@ -41,7 +41,8 @@ def _drop_stale_cache():
     except OSError:
         pass
     try:
-        for path in cache.glob("*.nb[ic]"):
+        # kernels.cpu.steps' generated steps and their compiled code (which links kernels)
+        for path in [*cache.glob("*.nb[ic]"), *cache.glob("steps/*.py"), *cache.glob("steps/__pycache__/*.nb[ic]")]:
             path.unlink(missing_ok=True)
         cache.mkdir(exist_ok=True)
         stamp.write_text(digest)
@@ -59,8 +60,15 @@ scalar = functools.partial(njit, cache=True, error_model="numpy")
 inline = functools.partial(njit, inline="always", error_model="numpy")
 """A helper inlined by numba into its caller, whose constant arguments then fold."""
 
-row_loop = functools.partial(njit, cache=True, fastmath=set(FASTMATH), error_model="numpy")
-"""A serial loop over one row or block, called from kernels (and inlined there by LLVM)."""
+row_loop = functools.partial(njit, cache=True, fastmath=set(FASTMATH), error_model="numpy",
+                             forceinline=True)
+"""A serial loop over one row or block, called from kernels and always inlined there by LLVM.
+
+Always, not at LLVM's discretion: a helper left as a call runs whichever of its two copies
+the JIT loaded first, its own compilation or the copy linked into the kernel and optimized
+again there, and under 'contract' the two may fuse different multiply-adds. A fresh process
+ran the first, one loading the kernel from the disk cache the second: AdamW's updates
+differed in the last bits (tests/test_kernels_cpu_cache.py)."""
 
 composite = functools.partial(njit, cache=True, error_model="numpy")
 """Compiled control flow around calls, no loops to speed up (the BLAS GEMM's setup)."""
@@ -110,7 +118,8 @@ def serial_and_parallel(build):
     calling the loop body, costs no Python but compiled 35-60% slower: numba compiles
     the body twice, whether inlined or linked.)
     """
-    return (row_loop(build(range), **_SERIAL_OPTIONS), _parallel_kernel(build(prange)))
+    # The serial kernel is an entry point: forced inlining would only copy it into its wrappers.
+    return (row_loop(build(range), forceinline=False, **_SERIAL_OPTIONS), _parallel_kernel(build(prange)))
 
 
 PARALLEL_MIN_WORK = 1 << 17

@@ -1,0 +1,68 @@
+"""The numba backend computes the same bits whether its kernels were compiled in this
+process or loaded from numba's disk cache.
+
+A fastmath helper that a kernel calls out of line exists twice: compiled on its own, and
+linked into the kernel and optimized again there, where LLVM may fuse other multiply-adds.
+A fresh process ran the first copy (loaded first, it took the kernel's call), a process
+loading the kernel from the cache the second: AdamW differed in the last bits from its
+second step on.
+"""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Three steps of SGD with momentum and coupled decay, Adam and AdamW on a flat buffer of
+# three segments (serial kernels: under PARALLEL_MIN_WORK elements), then the hash of
+# every buffer, and whether each update kernel came from the disk cache.
+_UPDATE_AND_REPORT = textwrap.dedent("""
+    import hashlib, json
+    import numpy as np
+    import kernels.cpu as k
+    from kernels.cpu import optim
+
+    def digest(*arrays):
+        return hashlib.sha256(b"".join(a.tobytes() for a in arrays)).hexdigest()
+
+    sizes = [300, 7, 2000]
+    offsets = np.cumsum([0, *sizes]).astype(np.int64)
+    n = int(offsets[-1])
+    seg_scale, seg_decay = np.ones(3), np.array([0.01, 0.0, 0.01])
+    rng = np.random.default_rng(5)
+    start = rng.normal(size=n).astype(np.float32)
+    grads = [rng.normal(size=n).astype(np.float32) for _ in range(3)]
+    report = {}
+
+    params, buf = start.copy(), np.zeros(n, np.float32)
+    for step, g in enumerate(grads):
+        k.sgd(params, g, buf, offsets, seg_scale, seg_decay, np.inf, None, 0, 0.1, 0.9, 0.0,
+              False, False, step == 0)
+    report["sgd"] = digest(params, buf)
+
+    for name, decoupled in (("adam", False), ("adamw", True)):
+        params, m, v = start.copy(), np.zeros(n, np.float32), np.zeros(n, np.float32)
+        for step, g in enumerate(grads, 1):
+            k.adam(params, g, m, v, None, offsets, seg_scale, seg_decay, np.inf, None, 0, 3e-3,
+                   0.9, 0.999, 1e-8, step, decoupled, False)
+        report[name] = digest(params, m, v)
+
+    kernels = [optim._UPDATES[kind][0] for kind in (optim._SGD, optim._ADAM)]
+    report["from_cache"] = [bool(kernel.stats.cache_hits) for kernel in kernels]
+    print(json.dumps(report))
+""")
+
+
+def test_updates_loaded_from_the_cache_give_the_bits_of_a_fresh_compile(tmp_path):
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    runs = [subprocess.run([sys.executable, "-c", _UPDATE_AND_REPORT], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=600) for _ in range(2)]
+    for run in runs:
+        assert run.returncode == 0, run.stderr[-3000:]
+    fresh, cached = (json.loads(run.stdout.strip().splitlines()[-1]) for run in runs)
+    assert fresh.pop("from_cache") == [False, False]  # the first process compiled them
+    assert cached.pop("from_cache") == [True, True]   # and the second loaded them
+    assert cached == fresh
