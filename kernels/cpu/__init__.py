@@ -18,6 +18,8 @@ chose nothing, so an exported value wins:
 * Otherwise NumPy's OpenBLAS has a pool of its own, and ``OMP_WAIT_POLICY=PASSIVE`` puts
   numba's threads to sleep after each parallel region. libgomp reads these when first
   loaded, which is when numba loads it, unless another library loaded libgomp earlier.
+  PyTorch does; then, without MKL, numba gets its ``workqueue`` layer instead
+  (:mod:`kernels.cpu.openmp`).
 * ``OPENBLAS_THREAD_TIMEOUT=4`` (2^4 cycles, OpenBLAS's minimum, against a default of
   2^28) is set only if NumPy, and so OpenBLAS, is not loaded yet; otherwise it would do
   nothing.
@@ -34,8 +36,11 @@ import sys
 
 _MIN_NUMBA = (0, 59)
 
-from . import mkl  # noqa: E402  (imports neither NumPy nor numba)
+from . import mkl, openmp  # noqa: E402  (import neither NumPy nor numba)
 
+# Asked before we set the variables it looks for: a libgomp loaded earlier (by torch)
+# has read its environment already.
+_SPINNING_OPENMP_FIRST = openmp.preloaded_gnu_spins()
 if "numpy" not in sys.modules:
     os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 if mkl.chosen_library():
@@ -52,6 +57,10 @@ except ImportError as error:  # the package cannot work without it
 def _choose_threading_layer():
     if numba.config.THREADING_LAYER != "default":
         return  # the user's choice (NUMBA_THREADING_LAYER)
+    if _SPINNING_OPENMP_FIRST and not mkl.chosen_library():
+        # Its spinning threads would take the cores OpenBLAS's need (kernels.cpu.openmp).
+        numba.config.THREADING_LAYER = "workqueue"
+        return
     try:
         from numba.np.ufunc import omppool  # noqa: F401  (loads libgomp)
         numba.config.THREADING_LAYER = "omp"
