@@ -74,6 +74,12 @@ class Dense:
     def workspace(self, k, n, dtype):
         return LayerWorkspace(k, n, self.fan_out, dtype, separate_output=not self.linear)
 
+    def compiled_layer(self, describe):
+        """This layer for a compiled training step (engine.compiled_steps): ``describe(fan_in,
+        fan_out, activation code, activation parameter, dropout)``, or None where none can
+        run it."""
+        return describe(self.fan_in, self.fan_out, self.activation.code, self.activation.param, self.dropout)
+
     def forward(self, k, X, ws, training, key, alive=None):
         """``ws.Y`` from the device batch ``X``; dropout (in training only) from ``key``.
         ``alive``: dense_forward's flags of the units that fired, or None."""
@@ -143,6 +149,9 @@ class NormalizedDense(Dense):
     @property
     def linear(self):
         return False  # Y = act(gamma xhat + beta) is never xhat, which Z holds
+
+    def compiled_layer(self, describe):
+        return None  # the compiled steps have no normalization
 
     def workspace(self, k, n, dtype):
         ws = super().workspace(k, n, dtype)

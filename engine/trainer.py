@@ -34,11 +34,13 @@ from .interrupts import HeldInterrupt, whole_step
 from .augmentation import Augmentation
 from .model import MLP
 from .regularization import Penalties
+from .compiled_steps import CompiledSteps
 from .step_graphs import StepGraphs
 from .validation import check_features, number, one_of, optional_number
 
 _EVAL_BATCH = 1024  # rows per forward when evaluate() is given no batch_size
 _PROGRESS_EVERY = 16  # batches between progress-bar updates (each reads the record)
+_CHUNK_SECONDS = 0.2  # the most a compiled run of fit's batches is planned to take
 # The kernels a step needs are compiled (or loaded from the disk cache) by the first step
 # of its kind in a process: (backend, dtype, activations, loss, optimizer) seen so far.
 _STEPS_TAKEN = set()
@@ -91,11 +93,16 @@ class Trainer:
     callbacks whose ``main_process_only`` is set (the ones that write files) and writes
     checkpoints. ``fit``, ``evaluate`` and ``train_step`` must then be called on every rank
     (see :mod:`engine.distributed`).
+
+    ``compiled_steps``: on the numba backend, run each ``train_step`` and runs of ``fit``'s
+    batches as one compiled call where the model and settings allow
+    (:mod:`engine.compiled_steps`: the same kernels, the same results bit for bit);
+    False runs every step op by op.
     """
 
     def __init__(self, model, loss="cross_entropy", optimizer=None, metrics=None, clip_value=None,
                  clip_norm=None, clip_global_norm=None, callbacks=(), on_nonfinite="raise",
-                 data_parallel=False, l2=0.0, l1=0.0, l1_update="gradient", max_norm=None):
+                 data_parallel=False, l2=0.0, l1=0.0, l1_update="gradient", max_norm=None, compiled_steps=True):
         if not isinstance(model, MLP):
             raise TypeError(f"model must be an engine.MLP; got {type(model).__name__}")
         self.model = model
@@ -127,6 +134,9 @@ class Trainer:
         self._rng = np.random.default_rng(model._seed)
         self._batch_buffers = {}
         self._graphs = StepGraphs(self)
+        if not isinstance(compiled_steps, bool):
+            raise TypeError(f"compiled_steps must be True or False; got {type(compiled_steps).__name__}")
+        self._compiled_steps = CompiledSteps(self, compiled_steps)
         self._diagnostics = None  # fit's EpochDiagnostics while it runs with diagnostics=True
         self.stop_training = False
         self.skipped_steps = 0  # updates on_nonfinite="skip" left out, over the Trainer's life
@@ -207,7 +217,17 @@ class Trainer:
             self._parallel.agree(self._shared_settings(0, None))
             shard = self._parallel.own_batch(len(X), self.loss.reduction)
         k = self.model._k
-        return self._train_on_device(k.to_device(X, self.model.dtype), k.to_device(y, y.dtype), shard)
+        X, y = k.to_device(X, self.model.dtype), k.to_device(y, y.dtype)
+        compiled = self._compiled_steps
+        stack = None if shard is not None else compiled.stack(X, y)
+        if stack is not None and compiled.warm(stack, len(X)):  # one call, which a Ctrl-C cannot cut
+            first_step = self.optimizer.iterations
+            compiled.run(stack, X, y, None, np.array([0, len(X)]), _STEP_SLOT)
+            return self._step_result(first_step)
+        loss = self._train_on_device(X, y, shard)
+        if stack is not None:
+            compiled.warmed(stack, len(X))
+        return loss
 
     def _check_batch_rows(self, n_rows, batch_size):
         """ValueError, before any update, when fit would cut a batch too small for a layer to
@@ -229,6 +249,10 @@ class Trainer:
     def _train_on_device(self, X, y, shard=None):
         first_step = self.optimizer.iterations
         self._step(X, y, self._step_total, shard)
+        return self._step_result(first_step)
+
+    def _step_result(self, first_step):
+        """train_step's loss, read from the record, after raising for a non-finite update."""
         head = self.model._k.to_host(self._head)  # the one wait of a train_step
         loss = float(head[_STEP_SLOT])
         self._raise_recorded(head, head[_STEP_SLOT:], first_step)
@@ -489,41 +513,63 @@ class Trainer:
             compiling = self._kind_of_step() not in _STEPS_TAKEN
             if compiling:
                 bar.set_description(f"{description} (compiling kernels)")
-            for b, (start, stop) in enumerate(slices):
-                shard = None if self._parallel is None else self._parallel.shard(start, stop, self.loss.reduction)
-                if shard is not None:
-                    start, stop = shard.start, shard.stop
-                x_device, y_device, *weights = self._batch(on_device, order_device, start, stop)
-                began = time.perf_counter()
-                x_device, y_step, weights, y_device, mixed = augmentation.batch(
-                    x_device, y_device, weights[0] if weights else None, self.optimizer.iterations,
-                    0 if shard is None else shard.first_row)
-                logits = self._step(x_device, y_step, slots[b], shard, weights)
-                history.step_times.append(time.perf_counter() - began)
-                self._interrupt.check()
-                owned = stop - start if shard is None else shard.owned
-                for kind, threshold, into in metric_sums if owned else ():
-                    k.metric_sums(kind, threshold, logits, y_device, into)
-                if host_metrics:
-                    host_logits = k.to_host(logits)[:owned]
-                    yb = (y[start:stop] if order is None else y[order[start:stop]])[:owned]
-                    if mixed is not None:  # mixup's dominant labels (engine.augmentation)
-                        yb = yb[mixed]
+            # Runs of batches as one compiled call where the step allows (engine.compiled_steps).
+            stack, compiled = None, self._compiled_steps
+            if not (host_metrics or batch_callbacks or augmentation.active or len(on_device) > 2 or self._parallel):
+                stack = compiled.stack(*on_device, [(kind, threshold) for _, kind, threshold in device_metrics])
+            metric_slots = np.array([_METRIC_SUMS + 2 * i for i, _, _ in device_metrics], np.int64)
+            b, per_batch = 0, None
+            while b < len(slices):
+                warm = stack is not None and compiled.warm(stack, _rows(slices[b]))
+                if warm:  # one batch alone after compiling, then about a chunk's time
+                    n = 1 if per_batch is None else _chunk(per_batch, len(slices) - b)
+                    n = next((i for i in range(1, n) if not compiled.warm(stack, _rows(slices[b + i]))), n)
+                    bounds = np.array([slices[b][0]] + [stop for _, stop in slices[b:b + n]])
+                    began = time.perf_counter()
+                    compiled.run(stack, *on_device, order_device, bounds, first_slot + b, metric_slots)
+                    per_batch = (time.perf_counter() - began) / n
+                    history.step_times.extend([per_batch] * n)
+                    self._interrupt.check()
+                else:
+                    n = 1
+                    start, stop = slices[b]
+                    shard = None if self._parallel is None else self._parallel.shard(start, stop, self.loss.reduction)
                     if shard is not None:
-                        yb, host_logits = self._parallel.gather_rows(yb, host_logits)
-                    for m in host_metrics:
-                        m.update(yb, host_logits)
-                if batch_callbacks:
-                    loss = float(read(b + 1)[0][b])
-                    for c in batch_callbacks:
-                        c.on_batch_end(b, {"loss": loss})
-                if compiling:
+                        start, stop = shard.start, shard.stop
+                    x_device, y_device, *weights = self._batch(on_device, order_device, start, stop)
+                    began = time.perf_counter()
+                    x_device, y_step, weights, y_device, mixed = augmentation.batch(
+                        x_device, y_device, weights[0] if weights else None, self.optimizer.iterations,
+                        0 if shard is None else shard.first_row)
+                    logits = self._step(x_device, y_step, slots[b], shard, weights)
+                    history.step_times.append(time.perf_counter() - began)
+                    self._interrupt.check()
+                    owned = stop - start if shard is None else shard.owned
+                    for kind, threshold, into in metric_sums if owned else ():
+                        k.metric_sums(kind, threshold, logits, y_device, into)
+                    if host_metrics:
+                        host_logits = k.to_host(logits)[:owned]
+                        yb = (y[start:stop] if order is None else y[order[start:stop]])[:owned]
+                        if mixed is not None:  # mixup's dominant labels (engine.augmentation)
+                            yb = yb[mixed]
+                        if shard is not None:
+                            yb, host_logits = self._parallel.gather_rows(yb, host_logits)
+                        for m in host_metrics:
+                            m.update(yb, host_logits)
+                    if batch_callbacks:
+                        loss = float(read(b + 1)[0][b])
+                        for c in batch_callbacks:
+                            c.on_batch_end(b, {"loss": loss})
+                    if stack is not None:
+                        compiled.warmed(stack, stop - start)
+                b += n
+                if compiling and (stack is None or warm):  # kernels compiled, and the compiled steps
                     compiling = self._compiled(bar, description)
-                bar.update(1)
-                if verbose == 1 and (b % _PROGRESS_EVERY == 0 or b == last):
-                    losses, _ = read(b + 1)
-                    bar.set_postfix(loss=f"{np.dot(losses, sizes[:b + 1]) / sizes[:b + 1].sum():.4f}",
-                                    refresh=False)
+                    per_batch = None  # the first run compiled: the next, one batch, measures
+                bar.update(n)
+                if verbose == 1 and (stack is not None or (b - 1) % _PROGRESS_EVERY == 0 or b == len(slices)):
+                    losses, _ = read(b)
+                    bar.set_postfix(loss=f"{np.dot(losses, sizes[:b]) / sizes[:b].sum():.4f}", refresh=False)
             losses, host = read(len(slices))
             self._epoch_losses = None
             sums = host[_METRIC_SUMS:first_slot]
@@ -673,6 +719,17 @@ class Trainer:
             model._k.copy_into(model._state, arrays["state"])
         model._seed = int(meta["seed"])
         self._rng.bit_generator.state = meta["rng"]
+
+
+def _rows(bounds):
+    start, stop = bounds
+    return stop - start
+
+
+def _chunk(per_batch, remaining):
+    """Batches of fit's next compiled run: about _CHUNK_SECONDS of them (a Ctrl-C and the
+    progress bar wait for a run's end), at most _PROGRESS_EVERY."""
+    return max(1, min(remaining, _PROGRESS_EVERY, int(_CHUNK_SECONDS / max(per_batch, 1e-9))))
 
 
 def _check_counters(meta, state, bad):

@@ -76,9 +76,32 @@ def test_a_wrong_gradient_fails_the_training_step_check(monkeypatch):
         right(*args)
         dW = args[10]
         dW *= 1.01  # one percent off
-    steps.check_step("numba", *WORKLOADS["S"])
+    steps.check_step("numba", *WORKLOADS["S"], compiled=False)
     monkeypatch.setattr(kernels.cpu, "dense_backward", wrong)
     with pytest.raises(AssertionError, match="gradient of parameter"):
+        steps.check_step("numba", *WORKLOADS["S"], compiled=False)
+
+
+def test_a_wrong_compiled_step_fails_the_training_step_check(monkeypatch):
+    """The check runs the step a benchmark times: the compiled one (engine.compiled_steps),
+    here moving the first weight matrix one percent of its update too far."""
+    from kernels.cpu import steps as cpu_steps
+    right = cpu_steps.compiled
+
+    def compiled(*args):
+        function = right(*args)
+
+        def wrong(X, y, order, bounds, Ws, *rest):
+            W = Ws[0]
+            before = W.copy()
+            result = function(X, y, order, bounds, Ws, *rest)
+            W += 0.01 * (W - before)
+            return result
+        return wrong
+    steps.check_step("numba", *WORKLOADS["S"])  # a batch size's first step runs op by op
+    steps.check_step("numba", *WORKLOADS["S"])
+    monkeypatch.setattr(cpu_steps, "compiled", compiled)
+    with pytest.raises(AssertionError, match="gradient of parameter 0"):
         steps.check_step("numba", *WORKLOADS["S"])
 
 
@@ -214,7 +237,10 @@ def test_a_run_reports_ratios_over_floors_of_the_same_run(bench_run):
     numba = steps_["numba"]
     rates = [step_flops(*WORKLOADS["S"]) / ms / 1e6 for ms in (numba["min_ms"], numba["max_ms"])]
     assert numba["gflops"] == pytest.approx(sum(rates) / 2)
-    assert {r["provider"] for r in rows if r["op"] == "epoch"} == {"numpy", "numba"}
+    # numba's step and epoch also op by op, beside its compiled ones (engine.compiled_steps)
+    op_by_op = steps_["numba op by op"]
+    assert op_by_op["ratio"] == pytest.approx(op_by_op["median_ms"] / own)
+    assert {r["provider"] for r in rows if r["op"] == "epoch"} == {"numpy", "numba", "numba op by op"}
 
 
 def test_a_run_reports_every_kernel_row_as_a_share_of_the_better_roof(bench_run):

@@ -19,19 +19,21 @@ from .workloads import N_BATCHES, batches
 STEP_TOLERANCE = 1e-4
 
 
-def _trainer(backend, sizes, optimizer=None, seed=0, normalization=None):
+def _trainer(backend, sizes, optimizer=None, seed=0, normalization=None, compiled=True):
     from ..model import MLP
     from ..optim import AdamW
     from ..trainer import Trainer
     model = MLP(sizes, seed=seed, backend=backend, normalization=normalization)
-    return Trainer(model, optimizer=optimizer or AdamW(), metrics=())
+    return Trainer(model, optimizer=optimizer or AdamW(), metrics=(), compiled_steps=compiled)
 
 
-def check_step(backend, sizes, batch, normalization=None):
+def check_step(backend, sizes, batch, normalization=None, compiled=True):
     """Raise AssertionError unless a step on ``backend`` computes the reference's loss and
     gradients. The step is plain SGD at lr 1, so each parameter moves by exactly its
     gradient (Adam's first step moves every weight by about lr whatever the gradient, and
-    would hide a wrong one); the optimizers are checked on their own (engine.bench.cases)."""
+    would hide a wrong one); the optimizers are checked on their own (engine.bench.cases).
+    ``compiled``: the step as one compiled call where the backend has it
+    (engine.compiled_steps), else op by op."""
     from ..optim import SGD
 
     if backend == "numpy":
@@ -39,7 +41,7 @@ def check_step(backend, sizes, batch, normalization=None):
     X, y = batches(sizes, batch)
     results = []
     for name in (backend, "numpy"):
-        trainer = _trainer(name, sizes, SGD(lr=1.0), normalization=normalization)
+        trainer = _trainer(name, sizes, SGD(lr=1.0), normalization=normalization, compiled=compiled)
         before = trainer.model.get_weights()
         loss = trainer.train_step(X[0], y[0])
         results.append((loss, [w - w_new for w, w_new in zip(before, trainer.model.get_weights())]))
@@ -57,11 +59,12 @@ def check_step(backend, sizes, batch, normalization=None):
                                  f"the reference (by up to {np.abs(got - want).max():.3g})")
 
 
-def engine_step(backend, sizes, batch, reps, inner, normalization=None):
+def engine_step(backend, sizes, batch, reps, inner, normalization=None, compiled=True):
     """Seconds per training step of an MLP of ``sizes`` (AdamW, no metrics; hidden layers
-    normalized by ``normalization``), cycling distinct batches; one sample per rep."""
+    normalized by ``normalization``), cycling distinct batches; one sample per rep.
+    ``compiled``: each step one compiled call where the backend can (engine.compiled_steps)."""
     X, y = batches(sizes, batch)
-    trainer = _trainer(backend, sizes, normalization=normalization)
+    trainer = _trainer(backend, sizes, normalization=normalization, compiled=compiled)
     counter = [0]
     if backend == "cupy":
         # A GPU step is timed as fit runs it: the batches already on the device and the
@@ -83,12 +86,13 @@ def engine_step(backend, sizes, batch, reps, inner, normalization=None):
     return timer(backend)(step, reps, inner)
 
 
-def engine_epoch(backend, sizes, batch, reps):
+def engine_epoch(backend, sizes, batch, reps, compiled=True):
     """Seconds per epoch of ``fit`` over the workload's ``N_BATCHES`` batches as one data
-    set (shuffled, no validation, no progress bar); one sample per rep."""
+    set (shuffled, no validation, no progress bar); one sample per rep. ``compiled``: runs
+    of batches as one compiled call where the backend can (engine.compiled_steps)."""
     X, y = batches(sizes, batch)
     X, y = X.reshape(-1, sizes[0]), y.reshape(-1)
-    trainer = _trainer(backend, sizes)
+    trainer = _trainer(backend, sizes, compiled=compiled)
 
     def epoch():
         trainer.fit(X, y, epochs=1, batch_size=batch, verbose=0)

@@ -76,6 +76,12 @@ def fusedense_rows(job):
         rows.append(Row("train_step", workload, backend, steps.engine_step(backend, sizes, batch, reps, inner),
                         batch, step_flops(sizes, batch), device=_device(backend), floor_ms=own,
                         numpy_floor_ms=numpy_floor))
+        if backend == "numba":  # what the compiled steps save (engine.compiled_steps): the step op by op
+            steps.check_step(backend, sizes, batch, compiled=False)
+            rows.append(Row("train_step", workload, f"{backend} op by op",
+                            steps.engine_step(backend, sizes, batch, reps, inner, compiled=False), batch,
+                            step_flops(sizes, batch), device=_device(backend), floor_ms=own,
+                            numpy_floor_ms=numpy_floor))
         normalization = job.get("normalization")
         if normalization:  # the same model with its hidden layers normalized, against the same floor
             steps.check_step(backend, sizes, batch, normalization)
@@ -85,6 +91,9 @@ def fusedense_rows(job):
                             numpy_floor_ms=numpy_floor))
         if times_epoch(workload, batch):
             rows.append(Row("epoch", workload, backend, steps.engine_epoch(backend, sizes, batch, reps), batch))
+            if backend == "numba":
+                rows.append(Row("epoch", workload, f"{backend} op by op",
+                                steps.engine_epoch(backend, sizes, batch, reps, compiled=False), batch))
     if job.get("kernels"):
         rows += _kernel_rows(backend, reps)
     return rows

@@ -22,6 +22,7 @@ wrappers compute the constants as Python floats (the cheapest arguments to pass)
 the kernels round them. Every kernel comes serial and parallel
 (:func:`kernels.cpu.jit.serial_and_parallel`).
 """
+import contextlib
 import functools
 import math
 
@@ -380,14 +381,49 @@ def _run(kind, params, grads, s1, s2, s3, offsets, seg_scale, seg_decay, clip_va
     the CPU the record is host memory and the test costs less than passing it to the
     kernel."""
     seg_l1 = _l1_coefficients(seg_l1, l1_rule)
+    states = (params if s1 is None else s1, params if s2 is None else s2, params if s3 is None else s3)
+    constants = (*constants, *_NO_CONSTANTS[len(constants):])
+    if _deferred:
+        _deferred[-1].append(DeferredUpdate(kind, params, grads, states, offsets, seg_scale, seg_decay,
+                                            clip_value, constants, flags, seg_l1, float(lr), diag))
+        return
     if status is not None and status[_SKIP] != 0:
         return
     _UPDATES[kind][params.size >= PARALLEL_MIN_WORK](
-        params, grads, params if s1 is None else s1, params if s2 is None else s2,
-        params if s3 is None else s3, np.asarray(offsets, dtype=np.int64),
+        params, grads, *states, np.asarray(offsets, dtype=np.int64),
         np.asarray(seg_scale, dtype=np.float64), np.asarray(seg_decay, dtype=np.float64),
-        clip_value, *constants, *_NO_CONSTANTS[len(constants):], flags, seg_l1, int(l1_rule),
-        float(lr), diag)
+        clip_value, *constants, flags, seg_l1, int(l1_rule), float(lr), diag)
+
+
+class DeferredUpdate:
+    """An update op's kernel call, made by :func:`deferred_updates` instead of run: the
+    kernel ``kind``, its arrays, its 8 ``constants`` and ``flags`` and its ``lr``."""
+
+    __slots__ = ("kind", "params", "grads", "states", "offsets", "seg_scale", "seg_decay", "clip_value",
+                 "constants", "flags", "seg_l1", "lr", "diag")
+
+    def __init__(self, kind, params, grads, states, offsets, seg_scale, seg_decay, clip_value, constants, flags,
+                 seg_l1, lr, diag):
+        self.kind, self.params, self.grads, self.states, self.offsets = kind, params, grads, states, offsets
+        self.seg_scale, self.seg_decay, self.clip_value, self.constants = seg_scale, seg_decay, clip_value, constants
+        self.flags, self.seg_l1, self.lr, self.diag = flags, seg_l1, lr, diag
+
+
+_deferred = []  # the lists of the active deferred_updates(), innermost last
+
+
+@contextlib.contextmanager
+def deferred_updates():
+    """Within it, the update ops (sgd ... nadam) run nothing: each appends the kernel call
+    it would make, a :class:`DeferredUpdate`, to the list this yields, computing its
+    constants as it would to run. kernels.cpu.steps runs them inside a compiled step,
+    after the guard of that step (so they are never skipped here)."""
+    calls = []
+    _deferred.append(calls)
+    try:
+        yield calls
+    finally:
+        _deferred.pop()
 
 
 _UPDATES = tuple(_update_kernels(kind) for kind in range(6))  # by kind; compiled on first call

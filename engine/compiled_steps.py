@@ -1,0 +1,226 @@
+"""Training steps as one compiled call on the numba backend (kernels.cpu.steps).
+
+A step run op by op from Python costs some 5-10 us per op call around the kernels (the
+wrappers' checks and the unboxing of arguments), which on a small model is most of the
+step. Where the model and the trainer's settings are what kernels.cpu.steps compiles (see
+:meth:`CompiledSteps.stack`), ``train_step`` runs its step, and ``fit`` a run of its
+batches (the gather of a shuffled batch included), as one call: the same kernels with the
+same arguments in the same order, so the weights, optimizer state, losses and metric sums
+are bit for bit those of the op-by-op path. Python still does, per step, what it does
+for an op-by-op step: the optimizer's learning rate (a schedule is called once per
+update) and constants (kernels.cpu.optim.deferred_updates), and the dropout keys; it
+hands them over in arrays.
+
+Each batch size runs its first step in a process op by op. That step loads (or compiles)
+the kernels it calls as functions of their own, which the compiled call then runs: a
+compiled call links copies of its kernels, optimized again with it, and the JIT runs the
+copy only where no function of that name was loaded before it (kernels.cpu.jit's
+``row_loop``): under fastmath's contraction a copy may fuse other multiply-adds, and the
+first process to use a cached step would then train differently in the last bits.
+
+A Ctrl-C needs no holding here (engine.interrupts): the compiled call runs to its end
+before Python sees the signal, and counts the steps it made in ``progress``; whatever
+interrupts Python around it, the optimizer then counts exactly the updates made.
+
+Everything else runs op by op, as before: other backends, normalization layers, frozen
+layers, losses other than cross-entropy on class targets, penalties and max_norm,
+``on_nonfinite="skip"`` (its next update depends on the host reading the verdict),
+diagnostics, row weights, input noise and mixup, data-parallel shards, host metrics and
+callbacks that read every batch's loss. ``Trainer(compiled_steps=False)`` turns it off.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from kernels import spec
+from kernels.rng import dropout_key, split_key
+
+from . import backend as backend_module
+from . import optim
+from .losses import SoftmaxCrossEntropy
+
+_NO_ORDER = np.empty(0, np.int64)
+_WARM = set()  # (Stack, batch size): an op-by-op step of them ran in this process
+_NO_SLOTS = np.empty(0, np.int64)
+
+
+class CompiledSteps:
+    """A trainer's compiled steps (see the module's docstring)."""
+
+    def __init__(self, trainer, enabled=True):
+        self._trainer = trainer
+        self._steps = None  # the kernels.cpu.steps module where the model's backend is kernels.cpu
+        model = trainer.model
+        # The steps call kernels.cpu's kernels themselves: only for a model on that very module
+        # (not, say, a wrapper of it).
+        if enabled and model.backend == "numba" and model._k is backend_module.module("numba"):
+            from kernels.cpu import optim as cpu_optim, steps
+            self._steps, self._deferred_updates = steps, cpu_optim.deferred_updates
+        self._stacks = {}  # settings -> Stack or None
+        self._functions = {}  # (id of a Stack, update kernel, batch sizes) -> compiled steps
+        self._buffers = {}  # batch size -> (X, y) buffers of shuffled batches
+        self._cached_arrays = None  # (key, workspace, the arrays of _arrays)
+        self._progress = np.zeros(1, np.int64)  # the batches a compiled call has trained on
+        self._warm = set()  # (id of a Stack, batch size) of _WARM, seen by this trainer
+
+    def stack(self, X, y, metrics=()):
+        """The kernels.cpu.steps.Stack of steps on batches like (X, y) with device
+        ``metrics`` ((kind, threshold) pairs), or None where they run op by op."""
+        if self._steps is None:
+            return None
+        trainer = self._trainer
+        model, loss, penalties = trainer.model, trainer.loss, trainer.penalties
+        settings = (id(loss), trainer.on_nonfinite, trainer._diagnostics is None, penalties.active,
+                    penalties.max_norm, model._frozen, type(trainer.optimizer), X.shape, X.dtype, y.ndim, y.dtype,
+                    tuple(metrics))
+        stack = self._stacks.get(settings, False)
+        if stack is False:
+            stack = self._stacks[settings] = self._describe(X, y, metrics)
+        return stack
+
+    def _describe(self, X, y, metrics):
+        trainer, steps = self._trainer, self._steps
+        model, loss, penalties = trainer.model, trainer.loss, trainer.penalties
+        if (trainer._diagnostics is not None or trainer.on_nonfinite != "raise" or penalties.active
+                or penalties.max_norm is not None or model._frozen or type(loss) is not SoftmaxCrossEntropy
+                or type(trainer.optimizer) not in optim.CLASSES.values() or y.ndim != 1 or y.dtype != np.int64
+                or not X.flags.c_contiguous or not steps.supported(X, *(layer.params["W"] for layer in model._layers))):
+            return None
+        layers = tuple(layer.compiled_layer(steps.Layer) for layer in model._layers)
+        if None in layers:
+            return None
+        ignore = spec.NO_IGNORE if loss.ignore_index is None else loss.ignore_index
+        return steps.Stack(layers, loss.label_smoothing, ignore, loss.reduction == "mean", tuple(metrics),
+                           model.dtype.name)
+
+    def warm(self, stack, n):
+        """Whether steps of ``stack`` on batches of ``n`` rows may run compiled: one of them
+        ran op by op in this process (see the module's docstring); :meth:`warmed` says so."""
+        return (id(stack), n) in self._warm or self._warm_globally(stack, n)
+
+    def _warm_globally(self, stack, n):
+        if (stack, n) not in _WARM:
+            return False
+        self._warm.add((id(stack), n))
+        return True
+
+    def warmed(self, stack, n):
+        """An op-by-op step of ``stack`` on ``n`` rows has run in this process."""
+        _WARM.add((stack, n))
+        self._warm.add((id(stack), n))
+
+    def run(self, stack, X, y, order, bounds, loss_slot, metric_slots=_NO_SLOTS):
+        """Train on the batches ``bounds`` (rows ``bounds[b]:bounds[b + 1]`` of X and y, or
+        of their rows ``order`` when it is not None) with the steps of ``stack``, each
+        batch's loss into ``record[loss_slot + b]`` and each metric's sums into
+        ``record[metric_slots[m]:+2]`` (an int64 array). An error of the learning rate's
+        at an update is raised after the updates before it are made, as op by op; after
+        any error the optimizer counts the updates made."""
+        optimizer = self._trainer.optimizer
+        first, last_lr = optimizer.iterations, optimizer.last_lr
+        self._progress[0] = 0
+        error = None
+        try:
+            calls, error = self._defer(len(bounds) - 1)
+            if calls:
+                self._call(stack, calls, X, y, order, bounds, loss_slot, metric_slots, first)
+        finally:
+            made = int(self._progress[0])
+            if optimizer.iterations != first + made:  # an error, or a Ctrl-C, before the end
+                optimizer._rewind(first + made)
+                if not made:
+                    optimizer.last_lr = last_lr
+        if error is not None:
+            raise error
+
+    def _defer(self, count):
+        """The optimizer's next ``count`` updates as kernel calls, not run (but counted: the
+        caller runs them), and the error that stopped them early, or None: a learning-rate
+        schedule's, raised once the updates before it are made."""
+        trainer = self._trainer
+        optimizer, model = trainer.optimizer, trainer.model
+        clip_value = np.inf if trainer.clip_value is None else trainer.clip_value
+        with self._deferred_updates() as calls:
+            try:
+                for _ in range(count):
+                    optimizer.apply(model._params, model._grads, trainer._seg_scale, clip_value, trainer._status)
+            except Exception as error:  # noqa: BLE001  (a schedule is user code: re-raised by run)
+                return calls, error
+        return calls, None
+
+    def _call(self, stack, calls, X, y, order, bounds, loss_slot, metric_slots, first):
+        """The deferred updates ``calls`` made, one per batch of ``bounds``, in compiled calls."""
+        trainer = self._trainer
+        model, optimizer = trainer.model, trainer.optimizer
+        n_batches = len(calls)
+        rows = tuple(np.diff(bounds[:n_batches + 1]).tolist())
+        key = (id(stack), calls[0].kind, rows)  # the stacks are kept in self._stacks: ids stay theirs
+        function = self._functions.get(key)
+        if function is None:
+            function = self._functions[key] = self._steps.compiled(stack, calls[0].kind, rows, model._layout.size)
+        keys = self._dropout_keys(stack, first, n_batches)
+        constants = np.array([call.constants + (call.lr,) for call in calls])
+        update_index = np.arange(first, first + n_batches, dtype=np.int64)
+        arrays = self._arrays(max(rows), X, y, order is not None)
+        order = _NO_ORDER if order is None else order
+        limits = (_clip(trainer.clip_norm), _clip(trainer.clip_global_norm))
+        stand_ins = self._steps.stand_ins(model.dtype)
+        done = 0
+        # Runs of updates whose kernel flags agree (SGD's first update differs): a call each.
+        while done < n_batches:
+            end = done + 1
+            while end < n_batches and calls[end].flags == calls[done].flags:
+                end += 1
+            call = calls[done]
+            trained, bad = function(X, y, order, bounds[done:end + 1], *arrays, *call.states, optimizer._seg_decay,
+                                    trainer._seg_scale, trainer._sq_norms, trainer._record, loss_slot + done,
+                                    metric_slots, update_index[done:end], constants[done:end], keys[done:end],
+                                    call.flags, float(call.clip_value), *limits, *stand_ins, self._progress)
+            if bad:  # fit and train_step check the targets first: never here
+                raise IndexError(f"{bad} class targets outside [0, {model.sizes[-1]}) that are not ignore_index")
+            done = end
+
+    def _dropout_keys(self, stack, first, n_batches):
+        """(n_batches, dropout layers, 2) int64: the (key_lo, key_hi) of each dropout layer's
+        mask at updates ``first, first + 1, ...`` (kernels.rng), as the model draws them."""
+        model = self._trainer.model
+        dropout = [i for i, layer in enumerate(stack.layers) if layer.dropout > 0.0]
+        keys = np.zeros((n_batches, max(1, len(dropout)), 2), np.int64)
+        for b in range(n_batches):
+            for j, i in enumerate(dropout):
+                keys[b, j] = split_key(dropout_key(model._seed, first + b, i))
+        return keys
+
+    def _arrays(self, n, X, y, shuffled):
+        """The model's arrays a compiled step takes, for batches of up to ``n`` rows: the
+        layers' parameters and gradients, the workspace of ``n`` rows, the buffers of
+        shuffled batches (else X and y stand in), the flat buffers and their offsets."""
+        model = self._trainer.model
+        ws = model._workspace(n)
+        key = (n, shuffled, X.shape[1:], X.dtype)
+        cached = self._cached_arrays
+        if cached is None or cached[0] != key or cached[1] is not ws:
+            layers, workspaces = model._layers, ws.layers
+            params = [layer.params for layer in layers]
+            grads = [layer.grads for layer in layers]
+            xbuf, ybuf = self._shuffle_buffers(n, X, y) if shuffled else (X, y)
+            arrays = (tuple(p["W"] for p in params), tuple(p["b"] for p in params),
+                      tuple(p.get("slope", p["b"]) for p in params), tuple(g["W"] for g in grads),
+                      tuple(g["b"] for g in grads), tuple(g.get("slope", g["b"]) for g in grads),
+                      tuple(w.Z for w in workspaces), tuple(w.Y for w in workspaces),
+                      tuple(w.dY for w in workspaces), xbuf, ybuf, model._params, model._grads, model._offsets)
+            cached = self._cached_arrays = (key, ws, arrays)
+        if not shuffled:  # X and y stand in for the shuffle buffers
+            return cached[2][:9] + (X, y) + cached[2][11:]
+        return cached[2]
+
+    def _shuffle_buffers(self, n, X, y):
+        buffers = self._buffers.get(n)
+        if buffers is None or buffers[0].shape[1:] != X.shape[1:] or buffers[0].dtype != X.dtype:
+            k = self._trainer.model._k
+            buffers = self._buffers[n] = (k.empty((n,) + X.shape[1:], X.dtype), k.empty(n, y.dtype))
+        return buffers
+
+
+def _clip(value):
+    return np.inf if value is None else float(value)
