@@ -61,6 +61,7 @@ class CompiledSteps:
         self._buffers = {}  # batch size -> (X, y) buffers of shuffled batches
         self._cached_arrays = None  # (key, workspace, the arrays of _arrays)
         self._progress = np.zeros(1, np.int64)  # the batches a compiled call has trained on
+        self._step_buffers = None  # (counters, constants) of _per_step
         self._warm = set()  # (id of a Stack, batch size) of _WARM, seen by this trainer
 
     def stack(self, X, y, metrics=()):
@@ -153,14 +154,13 @@ class CompiledSteps:
         trainer = self._trainer
         model, optimizer = trainer.model, trainer.optimizer
         n_batches = len(calls)
-        rows = tuple(np.diff(bounds[:n_batches + 1]).tolist())
+        edges = bounds.tolist()
+        rows = tuple(edges[b + 1] - edges[b] for b in range(n_batches))
         key = (id(stack), calls[0].kind, rows)  # the stacks are kept in self._stacks: ids stay theirs
         function = self._functions.get(key)
         if function is None:
             function = self._functions[key] = self._steps.compiled(stack, calls[0].kind, rows, model._layout.size)
-        keys = self._dropout_keys(stack, first, n_batches)
-        constants = np.array([call.constants + (call.lr,) for call in calls])
-        update_index = np.arange(first, first + n_batches, dtype=np.int64)
+        counters, constants = self._per_step(stack, calls, first)
         arrays = self._arrays(max(rows), X, y, order is not None)
         order = _NO_ORDER if order is None else order
         limits = (_clip(trainer.clip_norm), _clip(trainer.clip_global_norm))
@@ -174,22 +174,34 @@ class CompiledSteps:
             call = calls[done]
             trained, bad = function(X, y, order, bounds[done:end + 1], *arrays, *call.states, optimizer._seg_decay,
                                     trainer._seg_scale, trainer._sq_norms, trainer._record, loss_slot + done,
-                                    metric_slots, update_index[done:end], constants[done:end], keys[done:end],
-                                    call.flags, float(call.clip_value), *limits, *stand_ins, self._progress)
+                                    metric_slots, counters[done:end], constants[done:end], call.flags,
+                                    call.clip_value, *limits, *stand_ins, self._progress)
             if bad:  # fit and train_step check the targets first: never here
                 raise IndexError(f"{bad} class targets outside [0, {model.sizes[-1]}) that are not ignore_index")
             done = end
 
-    def _dropout_keys(self, stack, first, n_batches):
-        """(n_batches, dropout layers, 2) int64: the (key_lo, key_hi) of each dropout layer's
-        mask at updates ``first, first + 1, ...`` (kernels.rng), as the model draws them."""
+    def _per_step(self, stack, calls, first):
+        """What changes from step to step, for the updates ``first, first + 1, ...`` of
+        ``calls``: (counters, constants), views of buffers kept from call to call. A row of
+        counters (int64) is the update's index, then the (key_lo, key_hi) of each dropout
+        layer's mask (kernels.rng), as the model draws them; a row of constants (float64)
+        the update's 8 kernel constants and its learning rate."""
         model = self._trainer.model
         dropout = [i for i, layer in enumerate(stack.layers) if layer.dropout > 0.0]
-        keys = np.zeros((n_batches, max(1, len(dropout)), 2), np.int64)
-        for b in range(n_batches):
+        n_batches, width = len(calls), 1 + 2 * len(dropout)
+        buffers = self._step_buffers
+        if buffers is None or buffers[0].shape[0] < n_batches or buffers[0].shape[1] != width:
+            buffers = self._step_buffers = (np.empty((max(n_batches, 16), width), np.int64),
+                                            np.empty((max(n_batches, 16), 9)))
+        counters, constants = buffers[0][:n_batches], buffers[1][:n_batches]
+        for b, call in enumerate(calls):
+            row = counters[b]
+            row[0] = first + b
             for j, i in enumerate(dropout):
-                keys[b, j] = split_key(dropout_key(model._seed, first + b, i))
-        return keys
+                row[1 + 2 * j:3 + 2 * j] = split_key(dropout_key(model._seed, first + b, i))
+            constants[b, :8] = call.constants
+            constants[b, 8] = call.lr
+        return counters, constants
 
     def _arrays(self, n, X, y, shuffled):
         """The model's arrays a compiled step takes, for batches of up to ``n`` rows: the

@@ -728,8 +728,8 @@ def _rows(bounds):
 
 def _chunk(per_batch, remaining):
     """Batches of fit's next compiled run: about _CHUNK_SECONDS of them (a Ctrl-C and the
-    progress bar wait for a run's end), at most _PROGRESS_EVERY."""
-    return max(1, min(remaining, _PROGRESS_EVERY, int(_CHUNK_SECONDS / max(per_batch, 1e-9))))
+    progress bar wait for a run's end; tqdm itself redraws at most every 0.1 s)."""
+    return max(1, min(remaining, int(_CHUNK_SECONDS / max(per_batch, 1e-9))))
 
 
 def _check_counters(meta, state, bad):

@@ -12,7 +12,8 @@ numba starts its threads; all of it by ``os.environ.setdefault`` or only where t
 chose nothing, so an exported value wins:
 
 * numba's threading layer is OpenMP when available (``workqueue`` otherwise).
-* With MKL installed (``pip install "fusedense[mkl]"``, see :mod:`kernels.cpu.mkl`), the
+* With MKL installed on an Intel processor (``pip install "fusedense[mkl]"``, see
+  :mod:`kernels.cpu.mkl`), the
   large GEMMs run on MKL's GNU OpenMP layer: the same libgomp pool as numba's, whose
   threads spin briefly between regions (``GOMP_SPINCOUNT``), as one pool can.
 * Otherwise NumPy's OpenBLAS has a pool of its own, and ``OMP_WAIT_POLICY=PASSIVE`` puts

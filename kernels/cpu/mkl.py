@@ -2,10 +2,16 @@
 and the threading it needs. Imports neither NumPy nor numba: kernels.cpu asks before
 either loads its threads.
 
-Why: on the 2-core machines we measure on, MKL's sgemm is 1.1-1.35x faster than NumPy's
-OpenBLAS on the layers of the M and L workloads, which is what a training step's time is
-made of. On small GEMMs (under :data:`LARGE_GEMM_WORK` multiply-adds) it is slower (6-10
-us against 3-7 us), so those stay on NumPy's BLAS (:mod:`kernels.cpu.blas` binds both).
+Why: on the Intel 2-core machines we measured first, MKL's sgemm was 1.1-1.35x faster
+than NumPy's OpenBLAS on the layers of the M and L workloads, which is what a training
+step's time is made of. On small GEMMs (under :data:`LARGE_GEMM_WORK` multiply-adds) it
+is slower (6-10 us against 3-7 us), so those stay on NumPy's BLAS (:mod:`kernels.cpu.blas`
+binds both). On an AMD EPYC (2 cores, 2026-11) it is the other way round: the GEMMs of
+a step on one thread took 8.9 ms (M) and 1485 ms (L) of CPU on OpenBLAS against 10.6 and
+1797 on MKL, a whole L step on two threads 220 ms against 265 (benchmarks/step_profile.py),
+and MKL's threads made the small models slower at two threads than at one (the digits
+demo's step 204-251 us against 176-194; OpenBLAS 175-207 either way). So ``auto`` takes
+MKL on Intel processors only (:func:`intel_processor`).
 
 Threads: MKL runs on the GNU OpenMP layer (``MKL_THREADING_LAYER=GNU``), that is on the
 very libgomp thread pool numba's ``omp`` layer uses: one pool of as many threads as
@@ -16,8 +22,9 @@ they sleep at once) and an idle process does not keep a core busy. Measured on M
 ms a step this way, 2.9 ms with MKL's threads sleeping at once, 22-24 ms with MKL's Intel
 OpenMP beside numba's pool.
 
-``ENGINE_BLAS`` chooses: ``auto`` (default: MKL where installed), ``mkl`` (an ImportError
-where it is not), ``numpy`` (NumPy's own BLAS only).
+``ENGINE_BLAS`` chooses: ``auto`` (default: MKL where installed and the processor is
+Intel's), ``mkl`` (an ImportError where it is not installed), ``numpy`` (NumPy's own BLAS
+only).
 """
 import ctypes
 import importlib.metadata
@@ -60,12 +67,25 @@ def chosen_library():
     """The MKL library the kernels are to call, or None (NumPy's BLAS alone), as
     ``ENGINE_BLAS`` says."""
     choice = _choice()
-    if choice == "numpy":
+    if choice == "numpy" or (choice == "auto" and not intel_processor()):
         return None
     path = installed_library()
     if path is None and choice == "mkl":
         raise ImportError('ENGINE_BLAS=mkl but MKL is not installed: pip install "fusedense[mkl]"')
     return path
+
+
+def intel_processor(cpuinfo="/proc/cpuinfo"):
+    """Whether the processor is Intel's (``vendor_id`` GenuineIntel), the one MKL's GEMMs
+    are fastest on; False where it cannot be told (no /proc/cpuinfo)."""
+    try:
+        with open(cpuinfo) as info:
+            for line in info:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip() == "GenuineIntel"
+    except OSError:
+        pass
+    return False
 
 
 def usable_library():

@@ -159,7 +159,7 @@ def _generate(stack, update_kind, rows, n_params):
     add = src.add
     add("def train_steps(X, y, order, bounds, Ws, bs, slopes, dWs, dbs, dslopes, Zs, Ys, dYs, xbuf, ybuf,", 0)
     add("params, grads, offsets, s1, s2, s3, seg_decay, seg_scale, sq_norms, record, loss_slot,", 4)
-    add("metric_slots, steps, constants, keys, flags, clip_value, clip_norm, clip_global_norm, no_losses, no_rows,", 4)
+    add("metric_slots, counters, constants, flags, clip_value, clip_norm, clip_global_norm, no_losses, no_rows,", 4)
     add("progress):", 4)
     add("status = record[:GUARD_SIZE]", 1)
     add("for b in range(bounds.size - 1):", 1)
@@ -173,15 +173,15 @@ def _generate(stack, update_kind, rows, n_params):
     add("yb[i] = y[row]", 4)
     add("else:", 2)
     add("xb, yb = X[start:stop], y[start:stop]", 3)
-    add("step = steps[b]", 2)
+    add("step = counters[b, 0]", 2)
     add("c = constants[b]", 2)
     dropout_index = 0
     masks = []
     for i, layer in enumerate(stack.layers):
         if layer.dropout > 0.0:
             dropout, _, _, threshold, scale = mask_args(layer.dropout, 0, np.dtype(stack.dtype))
-            masks.append(f"{dropout}, keys[b, {dropout_index}, 0], keys[b, {dropout_index}, 1], {threshold}, "
-                         f"{scale!r}")
+            masks.append(f"{dropout}, counters[b, {1 + 2 * dropout_index}], counters[b, {2 + 2 * dropout_index}], "
+                         f"{threshold}, {scale!r}")
             dropout_index += 1
         else:
             masks.append("False, 0, 0, 0, 1.0")
