@@ -314,3 +314,34 @@ def test_out_of_range_targets_in_a_run_change_nothing_from_their_batch_on():
     assert trainer.step == 3
     for a, b in zip(trainer.model.get_weights(), twin.model.get_weights()):
         assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("verbose", [0, 1])
+def test_fit_reads_the_record_once_a_run(verbose, monkeypatch):
+    """A compiled run is one wait: with a progress bar the record is read after each run
+    (and after each batch run op by op, here the first of the batch size), and at each
+    epoch's end; without one, at the epoch's end alone."""
+    from kernels import cpu
+    X, y = _data(n=100)
+    trainer = engine.Trainer(engine.MLP([12, 8, 4], seed=0, backend="numba"), metrics=("accuracy",))
+    reads, runs, op_by_op = [0], [], []
+    original_to_host, original_run, original_step = cpu.to_host, trainer._compiled_steps.run, trainer._step
+
+    def to_host(array):
+        reads[0] += 1
+        return original_to_host(array)
+
+    def run(*args, **kwargs):
+        runs.append(len(args[4]) - 1)
+        return original_run(*args, **kwargs)
+
+    def step(*args, **kwargs):
+        op_by_op.append(1)
+        return original_step(*args, **kwargs)
+
+    monkeypatch.setattr(cpu, "to_host", to_host)
+    monkeypatch.setattr(trainer._compiled_steps, "run", run)
+    monkeypatch.setattr(trainer, "_step", step)
+    trainer.fit(X, y, epochs=2, batch_size=4, verbose=verbose)
+    assert sum(runs) + len(op_by_op) == 2 * 25 and runs
+    assert reads[0] == 2 + (len(runs) + len(op_by_op) if verbose == 1 else 0)

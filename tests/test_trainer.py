@@ -955,9 +955,12 @@ class _Reads:
 
 @pytest.mark.parametrize("verbose", [0, 1])
 def test_fit_reads_the_device_only_at_progress_updates(verbose, backend_name, monkeypatch):
+    """Op by op, the progress bar reads the record every 16 batches (numba's compiled runs
+    read it once a run: tests/test_compiled_steps.py)."""
     X, y = classification(n=100)
     trainer = engine.Trainer(engine.MLP([5, 8, 3], seed=0, backend=backend_name), metrics=("accuracy",
-                                                                                         "cross_entropy"))
+                                                                                         "cross_entropy"),
+                             compiled_steps=False)
     reads = _Reads(monkeypatch, trainer.model._k)
     trainer.fit(X, y, epochs=2, batch_size=2, verbose=verbose)  # 50 batches an epoch
     progress = len([b for b in range(50) if b % 16 == 0 or b == 49])  # 0, 16, 32, 48, 49
