@@ -58,7 +58,6 @@ class CompiledSteps:
             self._steps, self._deferred_updates = steps, cpu_optim.deferred_updates
         self._stacks = {}  # settings -> Stack or None
         self._functions = {}  # (id of a Stack, update kernel, batch sizes) -> compiled steps
-        self._buffers = {}  # batch size -> (X, y) buffers of shuffled batches
         self._cached_arrays = None  # (key, workspace, the arrays of _arrays)
         self._progress = np.zeros(1, np.int64)  # the batches a compiled call has trained on
         self._step_buffers = None  # (counters, constants) of _per_step
@@ -215,7 +214,7 @@ class CompiledSteps:
             layers, workspaces = model._layers, ws.layers
             params = [layer.params for layer in layers]
             grads = [layer.grads for layer in layers]
-            xbuf, ybuf = self._shuffle_buffers(n, X, y) if shuffled else (X, y)
+            xbuf, ybuf = self._trainer._gather_buffers((X, y), n) if shuffled else (X, y)
             arrays = (tuple(p["W"] for p in params), tuple(p["b"] for p in params),
                       tuple(p.get("slope", p["b"]) for p in params), tuple(g["W"] for g in grads),
                       tuple(g["b"] for g in grads), tuple(g.get("slope", g["b"]) for g in grads),
@@ -225,14 +224,6 @@ class CompiledSteps:
         if not shuffled:  # X and y stand in for the shuffle buffers
             return cached[2][:9] + (X, y) + cached[2][11:]
         return cached[2]
-
-    def _shuffle_buffers(self, n, X, y):
-        buffers = self._buffers.get(n)
-        if buffers is None or buffers[0].shape[1:] != X.shape[1:] or buffers[0].dtype != X.dtype:
-            k = self._trainer.model._k
-            buffers = self._buffers[n] = (k.empty((n,) + X.shape[1:], X.dtype), k.empty(n, y.dtype))
-        return buffers
-
 
 def _clip(value):
     return np.inf if value is None else float(value)

@@ -325,13 +325,19 @@ class Trainer:
         gathered on the device into buffers reused across batches."""
         if order is None:
             return tuple(a[start:stop] for a in arrays)
-        k, n = self.model._k, stop - start
-        buffers = self._batch_buffers.get(n)
-        if buffers is None or not _alike(buffers, [a[:n] for a in arrays]):
-            buffers = self._batch_buffers[n] = tuple(k.empty((n,) + a.shape[1:], a.dtype) for a in arrays)
+        buffers = self._gather_buffers(arrays, stop - start)
         index = order[start:stop]
         for a, into in zip(arrays, buffers):
-            k.take_rows(a, index, into)
+            self.model._k.take_rows(a, index, into)
+        return buffers
+
+    def _gather_buffers(self, arrays, n):
+        """Device buffers of ``n`` rows shaped like the rows of each of ``arrays``, kept from
+        batch to batch (shuffled batches are gathered into them)."""
+        buffers = self._batch_buffers.get(n)
+        if buffers is None or not _alike(buffers, [a[:n] for a in arrays]):
+            k = self.model._k
+            buffers = self._batch_buffers[n] = tuple(k.empty((n,) + a.shape[1:], a.dtype) for a in arrays)
         return buffers
 
     @staticmethod

@@ -72,28 +72,23 @@ def fusedense_rows(job):
         if backend != "numpy":
             rows.append(_floor_row(backend, f"GEMM floor {backend} ({k.gemm_library})", workload, batch, reps))
             own = _median_ms(rows[-1].samples)
-        steps.check_step(backend, sizes, batch)
-        rows.append(Row("train_step", workload, backend, steps.engine_step(backend, sizes, batch, reps, inner),
-                        batch, step_flops(sizes, batch), device=_device(backend), floor_ms=own,
-                        numpy_floor_ms=numpy_floor))
-        if backend == "numba":  # what the compiled steps save (engine.compiled_steps): the step op by op
-            steps.check_step(backend, sizes, batch, compiled=False)
-            rows.append(Row("train_step", workload, f"{backend} op by op",
-                            steps.engine_step(backend, sizes, batch, reps, inner, compiled=False), batch,
-                            step_flops(sizes, batch), device=_device(backend), floor_ms=own,
-                            numpy_floor_ms=numpy_floor))
+        # The compiled steps (engine.compiled_steps) beside the numba step op by op, what they save.
+        paths = ((backend, True), (f"{backend} op by op", False)) if backend == "numba" else ((backend, True),)
+
+        def step_row(op, provider, normalization=None, compiled=True):
+            """A training step checked against the reference, then timed against the floors."""
+            steps.check_step(backend, sizes, batch, normalization, compiled)
+            return Row(op, workload, provider,
+                       steps.engine_step(backend, sizes, batch, reps, inner, normalization, compiled), batch,
+                       step_flops(sizes, batch), device=_device(backend), floor_ms=own, numpy_floor_ms=numpy_floor)
+
+        rows += [step_row("train_step", provider, compiled=compiled) for provider, compiled in paths]
         normalization = job.get("normalization")
         if normalization:  # the same model with its hidden layers normalized, against the same floor
-            steps.check_step(backend, sizes, batch, normalization)
-            rows.append(Row(f"train_step {normalization} norm", workload, backend,
-                            steps.engine_step(backend, sizes, batch, reps, inner, normalization), batch,
-                            step_flops(sizes, batch), device=_device(backend), floor_ms=own,
-                            numpy_floor_ms=numpy_floor))
+            rows.append(step_row(f"train_step {normalization} norm", backend, normalization))
         if times_epoch(workload, batch):
-            rows.append(Row("epoch", workload, backend, steps.engine_epoch(backend, sizes, batch, reps), batch))
-            if backend == "numba":
-                rows.append(Row("epoch", workload, f"{backend} op by op",
-                                steps.engine_epoch(backend, sizes, batch, reps, compiled=False), batch))
+            rows += [Row("epoch", workload, provider, steps.engine_epoch(backend, sizes, batch, reps, compiled), batch)
+                     for provider, compiled in paths]
     if job.get("kernels"):
         rows += _kernel_rows(backend, reps)
     return rows
