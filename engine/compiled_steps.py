@@ -62,6 +62,7 @@ class CompiledSteps:
         self._progress = np.zeros(1, np.int64)  # the batches a compiled call has trained on
         self._step_buffers = None  # (counters, constants) of _per_step
         self._warm = set()  # (id of a Stack, batch size) of _WARM, seen by this trainer
+        self._seconds = {}  # (id of a Stack, batch size) -> seconds a batch of the last timed run
 
     def stack(self, X, y, metrics=()):
         """The kernels.cpu.steps.Stack of steps on batches like (X, y) with device
@@ -109,6 +110,14 @@ class CompiledSteps:
         _WARM.add((stack, n))
         self._warm.add((id(stack), n))
 
+    def seconds_per_batch(self, stack, n):
+        """What a batch of ``n`` rows took in the last run :meth:`timed` kept, or None."""
+        return self._seconds.get((id(stack), n))
+
+    def timed(self, stack, n, seconds):
+        """Keep ``seconds`` a batch of ``n`` rows (None: forget; a run that compiled)."""
+        self._seconds[(id(stack), n)] = seconds
+
     def run(self, stack, X, y, order, bounds, loss_slot, metric_slots=_NO_SLOTS):
         """Train on the batches ``bounds`` (rows ``bounds[b]:bounds[b + 1]`` of X and y, or
         of their rows ``order`` when it is not None) with the steps of ``stack``, each
@@ -139,7 +148,7 @@ class CompiledSteps:
         schedule's, raised once the updates before it are made."""
         trainer = self._trainer
         optimizer, model = trainer.optimizer, trainer.model
-        clip_value = np.inf if trainer.clip_value is None else trainer.clip_value
+        clip_value = trainer._limits()[0]
         with self._deferred_updates() as calls:
             try:
                 for _ in range(count):
@@ -153,16 +162,16 @@ class CompiledSteps:
         trainer = self._trainer
         model, optimizer = trainer.model, trainer.optimizer
         n_batches = len(calls)
-        edges = bounds.tolist()
-        rows = tuple(edges[b + 1] - edges[b] for b in range(n_batches))
-        key = (id(stack), calls[0].kind, rows)  # the stacks are kept in self._stacks: ids stay theirs
+        edges = bounds[:n_batches + 1].tolist()
+        sizes = tuple(sorted({stop - start for start, stop in zip(edges, edges[1:])}))
+        key = (id(stack), calls[0].kind, sizes)  # the stacks are kept in self._stacks: ids stay theirs
         function = self._functions.get(key)
         if function is None:
-            function = self._functions[key] = self._steps.compiled(stack, calls[0].kind, rows, model._layout.size)
+            function = self._functions[key] = self._steps.compiled(stack, calls[0].kind, sizes, model._layout.size)
         counters, constants = self._per_step(stack, calls, first)
-        arrays = self._arrays(max(rows), X, y, order is not None)
+        arrays = self._arrays(sizes[-1], X, y, order is not None)
         order = _NO_ORDER if order is None else order
-        limits = (_clip(trainer.clip_norm), _clip(trainer.clip_global_norm))
+        limits = trainer._limits()[1:]
         stand_ins = self._steps.stand_ins(model.dtype)
         done = 0
         # Runs of updates whose kernel flags agree (SGD's first update differs): a call each.
@@ -224,6 +233,3 @@ class CompiledSteps:
         if not shuffled:  # X and y stand in for the shuffle buffers
             return cached[2][:9] + (X, y) + cached[2][11:]
         return cached[2]
-
-def _clip(value):
-    return np.inf if value is None else float(value)

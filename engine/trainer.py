@@ -239,6 +239,12 @@ class Trainer:
                              f"{'' if smallest == 1 else 's'} of the {n_rows} training rows, and batch norm "
                              f"trains on batches of at least {needed} rows: choose another batch_size")
 
+    def _limits(self):
+        """(clip_value, clip_norm, clip_global_norm) as the kernels take them: inf where unset."""
+        return (math.inf if self.clip_value is None else self.clip_value,
+                math.inf if self.clip_norm is None else self.clip_norm,
+                math.inf if self.clip_global_norm is None else self.clip_global_norm)
+
     def _shared_settings(self, n_rows, batch_size):
         """What every data-parallel rank must share to train together (see distributed.agree)."""
         return {"model": self.model.config(), "backend": self.model.backend, "loss": self.loss.config(),
@@ -270,11 +276,10 @@ class Trainer:
         step = optimizer.iterations
         logits = self._graphs.forward_backward(X, y, total, weights) if shard is None \
             else self._forward_backward(X, y, total, shard, weights)
-        clip_value = math.inf if self.clip_value is None else self.clip_value
+        clip_value, clip_norm, clip_global_norm = self._limits()
         raising = self.on_nonfinite == "raise"
-        k.guard_update(total, self._sq_norms, math.inf if self.clip_norm is None else self.clip_norm,
-                       math.inf if self.clip_global_norm is None else self.clip_global_norm, step, raising,
-                       self._seg_scale, self._status)
+        k.guard_update(total, self._sq_norms, clip_norm, clip_global_norm, step, raising, self._seg_scale,
+                       self._status)
         if not raising and k.to_host(self._status)[spec.GUARD_SKIP]:
             self.skipped_steps += 1
         else:
@@ -302,7 +307,7 @@ class Trainer:
             self._parallel.reduce_step(model._grads, total, shard.weight)
         penalties = self.penalties
         seg_l1, seg_l2 = penalties.coefficients(model) if penalties.active else (None, None)
-        k.grad_sq_norms(model._grads, model._offsets, math.inf if self.clip_value is None else self.clip_value,
+        k.grad_sq_norms(model._grads, model._offsets, self._limits()[0],
                         self._sq_norms, diagnostics and diagnostics.grad_sums,
                         model._params if penalties.active else None, seg_l1, seg_l2,
                         penalties.l1_rule == spec.L1_GRADIENT, total if penalties.active else None)
@@ -499,7 +504,6 @@ class Trainer:
         metric_sums = [(kind, threshold, record[_METRIC_SUMS + 2 * i:_METRIC_SUMS + 2 * i + 2])
                        for i, kind, threshold in device_metrics]
         first_slot = _METRIC_SUMS + n_sums
-        slots = [record[first_slot + b:first_slot + b + 1] for b in range(len(slices))]
         first_step, first_skipped = self.optimizer.iterations, self.skipped_steps
         self._epoch_losses = (first_step, slice(first_slot, first_slot + len(slices)))
         batch_callbacks = [c for c in callbacks if c._reads_batches()]
@@ -524,17 +528,21 @@ class Trainer:
             if not (host_metrics or batch_callbacks or augmentation.active or len(on_device) > 2 or self._parallel):
                 stack = compiled.stack(*on_device, [(kind, threshold) for _, kind, threshold in device_metrics])
             metric_slots = np.array([_METRIC_SUMS + 2 * i for i, _, _ in device_metrics], np.int64)
-            b, per_batch = 0, None
+            b = 0
             while b < len(slices):
                 warm = stack is not None and compiled.warm(stack, _rows(slices[b]))
                 if warm:  # one batch alone after compiling, then about a chunk's time
+                    per_batch = compiled.seconds_per_batch(stack, _rows(slices[b]))
                     n = 1 if per_batch is None else _chunk(per_batch, len(slices) - b)
-                    n = next((i for i in range(1, n) if not compiled.warm(stack, _rows(slices[b + i]))), n)
+                    if n > 1 and not compiled.warm(stack, _rows(slices[-1])):  # only the last batch's size can differ
+                        n = min(n, len(slices) - 1 - b)
                     bounds = np.array([slices[b][0]] + [stop for _, stop in slices[b:b + n]])
                     began = time.perf_counter()
                     compiled.run(stack, *on_device, order_device, bounds, first_slot + b, metric_slots)
-                    per_batch = (time.perf_counter() - began) / n
-                    history.step_times.extend([per_batch] * n)
+                    seconds = (time.perf_counter() - began) / n
+                    history.step_times.extend([seconds] * n)
+                    # A run that compiled is no measure: the next, one batch, measures.
+                    compiled.timed(stack, _rows(slices[b]), None if compiling else seconds)
                     self._interrupt.check()
                 else:
                     n = 1
@@ -547,7 +555,8 @@ class Trainer:
                     x_device, y_step, weights, y_device, mixed = augmentation.batch(
                         x_device, y_device, weights[0] if weights else None, self.optimizer.iterations,
                         0 if shard is None else shard.first_row)
-                    logits = self._step(x_device, y_step, slots[b], shard, weights)
+                    logits = self._step(x_device, y_step, record[first_slot + b:first_slot + b + 1], shard,
+                                        weights)
                     history.step_times.append(time.perf_counter() - began)
                     self._interrupt.check()
                     owned = stop - start if shard is None else shard.owned
@@ -571,7 +580,6 @@ class Trainer:
                 b += n
                 if compiling and (stack is None or warm):  # kernels compiled, and the compiled steps
                     compiling = self._compiled(bar, description)
-                    per_batch = None  # the first run compiled: the next, one batch, measures
                 bar.update(n)
                 if verbose == 1 and (stack is not None or (b - 1) % _PROGRESS_EVERY == 0 or b == len(slices)):
                     losses, _ = read(b)

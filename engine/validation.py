@@ -7,6 +7,10 @@ import numbers
 import numpy as np
 
 
+_ELEMENTWISE_MAX = 1 << 16
+"""Elements up to which :func:`check_finite` looks at each (a temporary of as many bytes)."""
+
+
 def as_numeric_array(value, argument):
     """A host NumPy array of real numbers (bool, int or float), else TypeError."""
     try:
@@ -19,15 +23,20 @@ def as_numeric_array(value, argument):
 
 
 def check_finite(array, argument):
-    # A finite sum proves every element finite without a temporary array; only an
-    # overflowing sum or a bad element needs the elementwise look. The sum's own overflow
-    # (finite values near the dtype's max) or inf - inf is no finding of ours: NumPy's
-    # warning about it would precede our error, or be all a caller of finite data sees.
     if array.dtype.kind != "f":
         return
-    with np.errstate(over="ignore", invalid="ignore"):
-        if np.isfinite(array.sum()):
+    if array.size <= _ELEMENTWISE_MAX:
+        # A batch's size: the elementwise look is cheaper than the sum's np.errstate (2 us).
+        if np.isfinite(array).all():
             return
+    else:
+        # A finite sum proves every element finite without a temporary array; only an
+        # overflowing sum or a bad element needs the elementwise look. The sum's own overflow
+        # (finite values near the dtype's max) or inf - inf is no finding of ours: NumPy's
+        # warning about it would precede our error, or be all a caller of finite data sees.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(array.sum()):
+                return
     bad = np.flatnonzero(~np.isfinite(array.ravel()))
     if len(bad):
         raise ValueError(f"{argument} must be finite in {array.dtype}; got NaN or Inf at {len(bad)} element(s), "
@@ -37,8 +46,9 @@ def check_finite(array, argument):
 def as_float_array(value, dtype, argument):
     """``value`` as a finite array of ``dtype`` (checked after the cast, which may overflow)."""
     array = as_numeric_array(value, argument)
-    with np.errstate(over="ignore"):
-        array = array.astype(dtype, copy=False)
+    if array.dtype != dtype:
+        with np.errstate(over="ignore"):
+            array = array.astype(dtype)
     check_finite(array, argument)
     return array
 

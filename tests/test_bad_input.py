@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import engine
+from engine import validation
 
 N_IN, N_OUT = 4, 3
 
@@ -452,3 +453,29 @@ def test_on_nonfinite_skip(backend_name, dtype):
     trainer.train_step(X, y)  # a good step is taken
     assert trainer.optimizer.iterations == 1
     assert not np.array_equal(model.get_weights()[0], np.ones((1, 1)))
+
+
+# Below the threshold each element is looked at; above it the sum is, then the elements
+# only when the sum is not finite.
+FINITE_CHECK_SIZES = [1, 7, validation._ELEMENTWISE_MAX, validation._ELEMENTWISE_MAX + 3]
+
+
+@pytest.mark.parametrize("size", FINITE_CHECK_SIZES)
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_finite_check_counts_the_bad_elements_and_names_the_first(size, bad, dtype):
+    x = np.ones(size, dtype)
+    x[size // 2] = x[-1] = bad
+    count = len({size // 2, size - 1})
+    with pytest.raises(ValueError, match=rf"^X must be finite in {np.dtype(dtype).name}; got NaN or Inf at "
+                                         rf"{count} element\(s\), the first at flat index {size // 2}$"):
+        validation.check_finite(x, "X")
+
+
+@pytest.mark.parametrize("size", FINITE_CHECK_SIZES)
+def test_finite_values_whose_sum_overflows_pass_the_check_silently(size, recwarn):
+    x = np.full(size, np.finfo(np.float32).max, np.float32)
+    x[::2] *= -1  # and inf - inf where the sum's halves overflow both ways
+    validation.check_finite(x, "X")
+    validation.check_finite(x.reshape(1, -1)[:, ::-1], "X")  # not contiguous
+    assert not recwarn.list

@@ -14,6 +14,7 @@ import kernels.cpu
 from engine.bench import cases, report, runner, steps, worker
 from engine.bench.report import Row
 from engine.bench.workloads import (
+    N_BATCHES,
     WORKLOADS,
     num_parameters,
     segment_offsets,
@@ -241,6 +242,11 @@ def test_a_run_reports_ratios_over_floors_of_the_same_run(bench_run):
     op_by_op = steps_["numba op by op"]
     assert op_by_op["ratio"] == pytest.approx(op_by_op["median_ms"] / own)
     assert {r["provider"] for r in rows if r["op"] == "epoch"} == {"numpy", "numba", "numba op by op"}
+    # the step as fit runs it: an epoch's time over its batches, held to the same floors
+    fit_steps = {r["provider"]: r for r in rows if r["op"] == "fit_step"}
+    assert set(fit_steps) == {"numpy", "numba", "numba op by op"}
+    for provider in ("numba", "numba op by op"):
+        assert fit_steps[provider]["ratio"] == pytest.approx(fit_steps[provider]["median_ms"] / own)
 
 
 def test_a_run_reports_every_kernel_row_as_a_share_of_the_better_roof(bench_run):
@@ -255,3 +261,15 @@ def test_a_run_reports_every_kernel_row_as_a_share_of_the_better_roof(bench_run)
     with open(csv_path, newline="") as stream:
         metrics = {(line["op"], line["provider"], line["metric"]) for line in csv.DictReader(stream)}
     assert ("adam", "numba", "share of roof") in metrics and ("train_step", "numba", "x GEMM floor") in metrics
+
+
+def test_a_fit_step_is_a_sample_of_fit_over_its_epochs_and_batches(monkeypatch):
+    fits = []
+
+    def timed(fn, reps, inner):  # each sample says a fit took 0.8 s, after running it
+        fits.append(fn())
+        return [0.8] * reps
+    monkeypatch.setattr(steps, "timer", lambda backend: timed)
+    samples = steps.fit_step("numba", [6, 5, 3], 4, reps=3, epochs=4)
+    assert samples == pytest.approx([0.8 / 4 / N_BATCHES] * 3)
+    assert fits == [None]

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import engine
 from engine import schedules
+from engine import trainer as trainer_module
 from engine.optim import SGD, Adadelta, Adagrad, Adam, AdamW, NAdam, RMSprop
 
 pytest.importorskip("numba", reason="the compiled steps are the numba backend's")
@@ -345,3 +346,21 @@ def test_fit_reads_the_record_once_a_run(verbose, monkeypatch):
     trainer.fit(X, y, epochs=2, batch_size=4, verbose=verbose)
     assert sum(runs) + len(op_by_op) == 2 * 25 and runs
     assert reads[0] == 2 + (len(runs) + len(op_by_op) if verbose == 1 else 0)
+
+
+def test_fit_keeps_the_time_of_a_batch_from_fit_to_fit(monkeypatch):
+    """Once a compiled run has timed its batches, every later epoch is planned from that
+    time (here one run each, the chunk's time unbounded), even in another fit call: no
+    first batch alone to measure again."""
+    monkeypatch.setattr(trainer_module, "_CHUNK_SECONDS", 1e9)
+    X, y = _data(n=100)
+    trainer = engine.Trainer(engine.MLP([12, 8, 4], seed=0, backend="numba"), metrics=("accuracy",))
+    trainer.fit(X, y, epochs=1, batch_size=4, verbose=0)
+    runs, original_run = [], trainer._compiled_steps.run
+
+    def run(*args, **kwargs):
+        runs.append(len(args[4]) - 1)
+        return original_run(*args, **kwargs)
+    monkeypatch.setattr(trainer._compiled_steps, "run", run)
+    trainer.fit(X, y, epochs=2, batch_size=4, verbose=0)
+    assert runs == [25, 25]

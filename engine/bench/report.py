@@ -17,7 +17,7 @@ from .timing import percentiles
 
 @dataclass
 class Row:
-    op: str  # "train_step", "epoch", "gemm_floor", "roof", or an op of kernels.spec
+    op: str  # "train_step", "fit_step", "epoch", "gemm_floor", "roof", or an op of kernels.spec
     workload: str  # "S", "M", "L", or a kernel row's label ("AdamW 16M")
     provider: str  # a backend, a peer ("torch fused"), or a floor ("GEMM floor MKL")
     samples: list  # seconds per call, one per rep
@@ -31,10 +31,12 @@ class Row:
 
     @property
     def label(self):
-        """The row's name in the table (the workload, "S epoch", "M batch norm" for a step
-        with normalized layers, or the kernel row's label)."""
+        """The row's name in the table (the workload, "S in fit" for a step as fit runs it,
+        "S epoch", "M batch norm" for a step with normalized layers, or the kernel row's label)."""
         if self.op == "epoch":
             return f"{self.workload} epoch"
+        if self.op == "fit_step":
+            return f"{self.workload} in fit"
         if self.op.startswith("train_step "):
             return f"{self.workload} {self.op.removeprefix('train_step ')}"
         return self.workload

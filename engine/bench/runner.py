@@ -100,7 +100,7 @@ def hold_peers(rows):
     return rows
 
 
-TRAINING = ("gemm_floor", "train_step", "train_step batch norm", "train_step layer norm")
+TRAINING = ("gemm_floor", "train_step", "fit_step", "train_step batch norm", "train_step layer norm")
 
 
 def in_order(rows):
@@ -125,7 +125,7 @@ def warnings_for(rows, reps):
         found.append(f"--reps {reps}: a median of fewer than {NOISY_REPS} samples is noise on a busy machine")
     for row in rows:
         ratio = row.median("x GEMM floor")
-        if row.op == "train_step" and ratio is not None and ratio < 1:
+        if row.op in ("train_step", "fit_step") and ratio is not None and ratio < 1:
             found.append(f"{row.provider} on {row.workload} (batch {row.batch}) ran {ratio:.2f}x its GEMM floor: a "
                          f"step cannot beat its own GEMMs, so the machine was busy while one of them was timed; "
                          f"rerun with more --reps")

@@ -39,6 +39,8 @@ def check_step(backend, sizes, batch, normalization=None, compiled=True):
     if backend == "numpy":
         return
     X, y = batches(sizes, batch)
+    if compiled:  # a batch size's first step in a process runs op by op (engine.compiled_steps)
+        _trainer(backend, sizes, SGD(lr=1.0), normalization=normalization).train_step(X[1], y[1])
     results = []
     for name in (backend, "numpy"):
         trainer = _trainer(name, sizes, SGD(lr=1.0), normalization=normalization, compiled=compiled)
@@ -86,15 +88,25 @@ def engine_step(backend, sizes, batch, reps, inner, normalization=None, compiled
     return timer(backend)(step, reps, inner)
 
 
-def engine_epoch(backend, sizes, batch, reps, compiled=True):
+def engine_epoch(backend, sizes, batch, reps, compiled=True, epochs=1):
     """Seconds per epoch of ``fit`` over the workload's ``N_BATCHES`` batches as one data
-    set (shuffled, no validation, no progress bar); one sample per rep. ``compiled``: runs
+    set (shuffled, no validation, no progress bar); one sample per rep, each a fit of
+    ``epochs`` epochs (what fit does once per call spread over them). ``compiled``: runs
     of batches as one compiled call where the backend can (engine.compiled_steps)."""
     X, y = batches(sizes, batch)
     X, y = X.reshape(-1, sizes[0]), y.reshape(-1)
     trainer = _trainer(backend, sizes, compiled=compiled)
 
-    def epoch():
-        trainer.fit(X, y, epochs=1, batch_size=batch, verbose=0)
-    # fit returns after reading the device's record: host timing is the whole epoch
-    return timer("numpy")(epoch, reps, 1)
+    def fit():
+        trainer.fit(X, y, epochs=epochs, batch_size=batch, verbose=0)
+    fit()  # compiles (then host_timed's untimed call measures the length of fit's compiled runs)
+    # fit returns after reading the device's record: host timing is the whole fit
+    return [seconds / epochs for seconds in timer("numpy")(fit, reps, 1)]
+
+
+def fit_step(backend, sizes, batch, reps, epochs, compiled=True):
+    """Seconds per training step as ``fit`` runs its steps: :func:`engine_epoch` over its
+    ``N_BATCHES`` steps. No input checks per step, and on numba whole runs of batches as
+    one compiled call (the GPU's ``engine_step`` is timed alike). The step is the one
+    :func:`check_step` checks: run that first."""
+    return [seconds / N_BATCHES for seconds in engine_epoch(backend, sizes, batch, reps, compiled, epochs)]

@@ -26,6 +26,9 @@ TORCH_STEPS = {"torch eager": False, "torch fused": True}  # name: AdamW(fused=.
 TORCH_KERNELS, JAX, SKLEARN = "torch", "jax jit", "sklearn MLPClassifier"
 PEERS = (*TORCH_STEPS, TORCH_KERNELS, JAX, SKLEARN)
 EPOCH_WORKLOAD = "S"  # the peer scikit-learn is timed on (small tabular models)
+# The workloads whose step is also timed as fit runs it, and the epochs of each sample:
+# some 10 ms or more of fit on a 2-core CPU (L's step is its GEMMs: fit saves it nothing).
+FIT_STEP_EPOCHS = {"S": 4, "M": 1}
 
 # The memory-bound kernel rows: (label, op of kernels.spec, sizes).
 KERNEL_ROWS = [
@@ -83,6 +86,11 @@ def fusedense_rows(job):
                        step_flops(sizes, batch), device=_device(backend), floor_ms=own, numpy_floor_ms=numpy_floor)
 
         rows += [step_row("train_step", provider, compiled=compiled) for provider, compiled in paths]
+        if workload in FIT_STEP_EPOCHS and batch == WORKLOADS[workload][1]:
+            rows += [Row("fit_step", workload, provider,
+                         steps.fit_step(backend, sizes, batch, reps, FIT_STEP_EPOCHS[workload], compiled), batch,
+                         step_flops(sizes, batch), device=_device(backend), floor_ms=own, numpy_floor_ms=numpy_floor)
+                     for provider, compiled in paths]
         normalization = job.get("normalization")
         if normalization:  # the same model with its hidden layers normalized, against the same floor
             rows.append(step_row(f"train_step {normalization} norm", backend, normalization))
