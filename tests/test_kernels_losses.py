@@ -4,6 +4,7 @@ The fast backend gets its inputs through ``fast.to_device`` (views taken on its 
 arrays) and its outputs from ``fast.zeros``; results are compared on the host.
 """
 import math
+import re
 
 import numpy as np
 import pytest
@@ -226,13 +227,16 @@ def test_elementwise_losses_propagate_nan(fast):
         np.testing.assert_array_equal(np.isnan(grad), [False, True, False], err_msg=op)
 
 
+@pytest.mark.parametrize("fastmath", [False, True], ids=["plain", "in_a_fastmath_kernel"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
-def test_fast_exp_within_a_few_ulp(dtype):
-    """The vectorisable exp behind the softmax kernels (kernels.cpu only) against np.exp."""
+def test_fast_exp_within_a_few_ulp(dtype, fastmath):
+    """The vectorisable exp behind the softmax kernels (kernels.cpu only) against np.exp,
+    called from a plain loop and from one compiled with the kernels' fastmath flags."""
     numba = pytest.importorskip("numba")
+    from kernels.cpu.jit import FASTMATH
     from kernels.cpu.vecmath import fast_exp
 
-    @numba.njit
+    @numba.njit(fastmath=set(FASTMATH) if fastmath else False)
     def exp_all(x, out):
         for i in range(x.size):
             out[i] = fast_exp(x[i])
@@ -254,6 +258,26 @@ def test_fast_exp_within_a_few_ulp(dtype):
     subnormal_step = np.finfo(dtype).smallest_subnormal
     assert np.abs(got[subnormal] - expected[subnormal]).max() <= 2 * subnormal_step
     np.testing.assert_array_equal(got[~finite], expected[~finite])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_scalar_helpers_get_no_fastmath_from_their_callers(dtype):
+    """numba compiles a function that sets no fastmath with its caller's flags; the scalar
+    helpers set it off (kernels.cpu.jit.scalar), so that no reassociation can fold
+    fast_exp's round-to-integer ``(y + S) - S`` into ``y`` inside a fastmath kernel."""
+    numba = pytest.importorskip("numba")
+    from kernels.cpu.jit import FASTMATH
+    from kernels.cpu.vecmath import fast_exp
+
+    @numba.njit(fastmath=set(FASTMATH))
+    def exp_all(x, out):
+        for i in range(x.size):
+            out[i] = fast_exp(x[i])
+
+    exp_all(np.zeros(3, dtype), np.zeros(3, dtype))
+    ir = exp_all.inspect_llvm(exp_all.signatures[0])
+    reassociated = [line for line in ir.splitlines() if re.search(r"= f(add|sub|mul) [a-z ]*\breassoc\b", line)]
+    assert not reassociated, reassociated[:3]
 
 
 def test_parallel_kernels(parallel_cpu, ref):

@@ -9,7 +9,8 @@
 * ``fastmath`` for the loops: contraction to FMA, reciprocal, reassociation of sums
   (the vectorised reductions need it); never 'nnan' or 'ninf', since the trainer relies on
   NaN and inf reaching losses and gradients. Scalar helpers get no fastmath: the exp
-  of vecmath depends on exact rounding (its callers' flags do not reach into it).
+  of vecmath depends on exact rounding. They say so (``fastmath=False``): numba compiles a
+  function that sets no fastmath of its own with the flags of the kernel calling it.
 """
 import functools
 import hashlib
@@ -54,7 +55,7 @@ _drop_stale_cache()
 
 FASTMATH = frozenset({"contract", "arcp", "reassoc"})
 
-scalar = functools.partial(njit, cache=True, error_model="numpy")
+scalar = functools.partial(njit, cache=True, error_model="numpy", fastmath=False)
 """A scalar helper, compiled once per argument types and inlined by LLVM into kernels."""
 
 inline = functools.partial(njit, inline="always", error_model="numpy")
@@ -81,7 +82,7 @@ composite = functools.partial(njit, cache=True, error_model="numpy")
 # they call count references of a null MemInfo, which NRT skips.
 _SERIAL_OPTIONS = {"_nrt": False} if hasattr(CPUTargetOptions, "_nrt") else {}
 
-small_kernel = functools.partial(njit, cache=True, error_model="numpy", **_SERIAL_OPTIONS)
+small_kernel = functools.partial(njit, cache=True, error_model="numpy", fastmath=False, **_SERIAL_OPTIONS)
 """A serial kernel of little work (a few segments, one pass over a batch's logits): no
 thread pool to wake, no reference counting (so it must not allocate), and no fastmath,
 so that it rounds as the reference does."""
