@@ -27,6 +27,15 @@ layers, losses other than cross-entropy on class targets, penalties and max_norm
 ``on_nonfinite="skip"`` (its next update depends on the host reading the verdict),
 diagnostics, row weights, input noise and mixup, data-parallel shards, host metrics and
 callbacks that read every batch's loss. ``Trainer(compiled_steps=False)`` turns it off.
+
+When: the first call of a model's steps compiles them, some 4-8 s on a 2-core machine,
+once: numba keeps them on disk for every later process, which loads them in some 50 ms.
+On a small model they save about a third of the time op by op, so a short first fit
+would be slower for them. With ``compiled_steps="auto"`` (the Trainer's default) they run
+at once where compiled before, and otherwise once this process spent
+:data:`COMPILE_AFTER_SECONDS` training that model op by op (or a fit plans that much):
+renting until the rent reaches the price, then buying, never more than twice the best
+choice made knowing the future. ``True`` compiles at the first chance.
 """
 from __future__ import annotations
 
@@ -41,19 +50,26 @@ from .losses import SoftmaxCrossEntropy
 
 _NO_ORDER = np.empty(0, np.int64)
 _WARM = set()  # (Stack, batch size): an op-by-op step of them ran in this process
+_OP_BY_OP_SECONDS = {}  # Stack -> the seconds its steps took op by op in this process
 _NO_SLOTS = np.empty(0, np.int64)
+
+COMPILE_AFTER_SECONDS = 20.0
+"""Seconds of steps op by op after which ``compiled_steps="auto"`` compiles a model's
+steps: compiling them (4-8 s here) at the third or so of a small model's step that they
+save."""
 
 
 class CompiledSteps:
     """A trainer's compiled steps (see the module's docstring)."""
 
-    def __init__(self, trainer, enabled=True):
+    def __init__(self, trainer, mode="auto"):
         self._trainer = trainer
         self._steps = None  # the kernels.cpu.steps module where the model's backend is kernels.cpu
+        self._auto = mode == "auto"
         model = trainer.model
         # The steps call kernels.cpu's kernels themselves: only for a model on that very module
         # (not, say, a wrapper of it).
-        if enabled and model.backend == "numba" and model._k is backend_module.module("numba"):
+        if mode and model.backend == "numba" and model._k is backend_module.module("numba"):
             from kernels.cpu import optim as cpu_optim, steps
             self._steps, self._deferred_updates = steps, cpu_optim.deferred_updates
         self._stacks = {}  # settings -> Stack or None
@@ -63,6 +79,8 @@ class CompiledSteps:
         self._step_buffers = None  # (counters, constants) of _per_step
         self._warm = set()  # (id of a Stack, batch size) of _WARM, seen by this trainer
         self._seconds = {}  # (id of a Stack, batch size) -> seconds a batch of the last timed run
+        self._at_hand = {}  # (id of a Stack, batch size) -> whether its steps were compiled before
+        self._update_kind = None  # the optimizer's kernel (kernels.cpu.optim's), once asked
 
     def stack(self, X, y, metrics=()):
         """The kernels.cpu.steps.Stack of steps on batches like (X, y) with device
@@ -94,9 +112,41 @@ class CompiledSteps:
         return steps.Stack(layers, loss.label_smoothing, ignore, loss.reduction == "mean", tuple(metrics),
                            model.dtype.name)
 
+    def ready(self, stack, n, planned=0.0):
+        """Whether the next steps of ``stack`` on batches of ``n`` rows run compiled: once
+        one of them ran op by op in this process (:meth:`warm`), and where the trainer's
+        mode is "auto", where they were compiled before or the steps of ``stack`` run op
+        by op in this process and those ``planned`` (seconds) come to
+        :data:`COMPILE_AFTER_SECONDS` (see the module's docstring)."""
+        if not self.warm(stack, n):
+            return False
+        if not self._auto or _OP_BY_OP_SECONDS.get(stack, 0.0) + planned >= COMPILE_AFTER_SECONDS:
+            return True
+        at_hand = self._at_hand.get((id(stack), n))
+        if at_hand is None:
+            at_hand = self._at_hand[(id(stack), n)] = self._steps.compiled_before(
+                stack, self._kind(), (n,), self._trainer.model._layout.size)
+        return at_hand
+
+    def _kind(self):
+        """The kernel of the optimizer's updates (kernels.cpu.optim's), from an update
+        deferred and not counted: ``_update`` computes the kernel's constants and calls it,
+        no learning-rate schedule, and changes no state."""
+        if self._update_kind is None:
+            trainer = self._trainer
+            optimizer, model = trainer.optimizer, trainer.model
+            grad_args = (model._offsets, trainer._seg_scale, optimizer._seg_decay, trainer._limits()[0], None,
+                         spec.L1_GRADIENT)
+            with self._deferred_updates() as calls:
+                optimizer._update(model._params, model._grads, optimizer._state, grad_args, 0.0,
+                                  optimizer.iterations + 1, None, None)
+            self._update_kind = calls[0].kind
+        return self._update_kind
+
     def warm(self, stack, n):
         """Whether steps of ``stack`` on batches of ``n`` rows may run compiled: one of them
-        ran op by op in this process (see the module's docstring); :meth:`warmed` says so."""
+        ran op by op in this process (see the module's docstring); :meth:`ran_op_by_op`
+        says so."""
         return (id(stack), n) in self._warm or self._warm_globally(stack, n)
 
     def _warm_globally(self, stack, n):
@@ -105,10 +155,11 @@ class CompiledSteps:
         self._warm.add((id(stack), n))
         return True
 
-    def warmed(self, stack, n):
-        """An op-by-op step of ``stack`` on ``n`` rows has run in this process."""
+    def ran_op_by_op(self, stack, n, seconds):
+        """A step of ``stack`` on ``n`` rows ran op by op in this process, in ``seconds``."""
         _WARM.add((stack, n))
         self._warm.add((id(stack), n))
+        _OP_BY_OP_SECONDS[stack] = _OP_BY_OP_SECONDS.get(stack, 0.0) + seconds
 
     def seconds_per_batch(self, stack, n):
         """What a batch of ``n`` rows took in the last run :meth:`timed` kept, or None."""

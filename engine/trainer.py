@@ -96,13 +96,16 @@ class Trainer:
 
     ``compiled_steps``: on the numba backend, run each ``train_step`` and runs of ``fit``'s
     batches as one compiled call where the model and settings allow
-    (:mod:`engine.compiled_steps`: the same kernels, the same results bit for bit);
-    False runs every step op by op.
+    (:mod:`engine.compiled_steps`: the same kernels, the same results bit for bit).
+    ``"auto"`` (the default) where that pays: at once where the model's compiled steps
+    were compiled before (by any process: they are cached on disk), else once the steps
+    run op by op on that model (and those fit plans) come to some 20 s, the cost of
+    compiling them once; True always, False never.
     """
 
     def __init__(self, model, loss="cross_entropy", optimizer=None, metrics=None, clip_value=None,
                  clip_norm=None, clip_global_norm=None, callbacks=(), on_nonfinite="raise",
-                 data_parallel=False, l2=0.0, l1=0.0, l1_update="gradient", max_norm=None, compiled_steps=True):
+                 data_parallel=False, l2=0.0, l1=0.0, l1_update="gradient", max_norm=None, compiled_steps="auto"):
         if not isinstance(model, MLP):
             raise TypeError(f"model must be an engine.MLP; got {type(model).__name__}")
         self.model = model
@@ -134,8 +137,8 @@ class Trainer:
         self._rng = np.random.default_rng(model._seed)
         self._batch_buffers = {}
         self._graphs = StepGraphs(self)
-        if not isinstance(compiled_steps, bool):
-            raise TypeError(f"compiled_steps must be True or False; got {type(compiled_steps).__name__}")
+        if not (isinstance(compiled_steps, bool) or compiled_steps == "auto"):
+            raise TypeError(f"compiled_steps must be True, False or 'auto'; got {compiled_steps!r}")
         self._compiled_steps = CompiledSteps(self, compiled_steps)
         self._diagnostics = None  # fit's EpochDiagnostics while it runs with diagnostics=True
         self.stop_training = False
@@ -220,13 +223,14 @@ class Trainer:
         X, y = k.to_device(X, self.model.dtype), k.to_device(y, y.dtype)
         compiled = self._compiled_steps
         stack = None if shard is not None else compiled.stack(X, y)
-        if stack is not None and compiled.warm(stack, len(X)):  # one call, which a Ctrl-C cannot cut
+        if stack is not None and compiled.ready(stack, len(X)):  # one call, which a Ctrl-C cannot cut
             first_step = self.optimizer.iterations
             compiled.run(stack, X, y, None, np.array([0, len(X)]), _STEP_SLOT)
             return self._step_result(first_step)
+        began = time.perf_counter()
         loss = self._train_on_device(X, y, shard)
         if stack is not None:
-            compiled.warmed(stack, len(X))
+            compiled.ran_op_by_op(stack, len(X), time.perf_counter() - began)
         return loss
 
     def _check_batch_rows(self, n_rows, batch_size):
@@ -528,9 +532,9 @@ class Trainer:
             if not (host_metrics or batch_callbacks or augmentation.active or len(on_device) > 2 or self._parallel):
                 stack = compiled.stack(*on_device, [(kind, threshold) for _, kind, threshold in device_metrics])
             metric_slots = np.array([_METRIC_SUMS + 2 * i for i, _, _ in device_metrics], np.int64)
-            b = 0
+            b, op_by_op = 0, 0.0  # the time of the last step run op by op
             while b < len(slices):
-                warm = stack is not None and compiled.warm(stack, _rows(slices[b]))
+                warm = stack is not None and compiled.ready(stack, _rows(slices[b]), (len(slices) - b) * op_by_op)
                 if warm:  # one batch alone after compiling, then about a chunk's time
                     per_batch = compiled.seconds_per_batch(stack, _rows(slices[b]))
                     n = 1 if per_batch is None else _chunk(per_batch, len(slices) - b)
@@ -557,7 +561,8 @@ class Trainer:
                         0 if shard is None else shard.first_row)
                     logits = self._step(x_device, y_step, record[first_slot + b:first_slot + b + 1], shard,
                                         weights)
-                    history.step_times.append(time.perf_counter() - began)
+                    op_by_op = time.perf_counter() - began
+                    history.step_times.append(op_by_op)
                     self._interrupt.check()
                     owned = stop - start if shard is None else shard.owned
                     for kind, threshold, into in metric_sums if owned else ():
@@ -576,9 +581,11 @@ class Trainer:
                         for c in batch_callbacks:
                             c.on_batch_end(b, {"loss": loss})
                     if stack is not None:
-                        compiled.warmed(stack, stop - start)
+                        compiled.ran_op_by_op(stack, stop - start, op_by_op)
                 b += n
-                if compiling and (stack is None or warm):  # kernels compiled, and the compiled steps
+                # The kernels compiled, and the compiled steps where the next batch compiles none
+                if compiling and (stack is None or warm or b == len(slices)
+                                  or not compiled.ready(stack, _rows(slices[b]), (len(slices) - b) * op_by_op)):
                     compiling = self._compiled(bar, description)
                 bar.update(n)
                 if verbose == 1 and (stack is not None or (b - 1) % _PROGRESS_EVERY == 0 or b == len(slices)):

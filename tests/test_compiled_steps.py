@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import engine
+from engine import compiled_steps as compiled_steps_module
 from engine import schedules
 from engine import trainer as trainer_module
 from engine.optim import SGD, Adadelta, Adagrad, Adam, AdamW, NAdam, RMSprop
@@ -186,10 +187,12 @@ def test_schedule_error_raised_after_the_updates_before_it(compiled_calls):
 
 
 @pytest.mark.parametrize("setup", [
-    lambda: engine.Trainer(engine.MLP([12, 8, 4], seed=1, backend="numba", normalization="batch")),
-    lambda: engine.Trainer(engine.MLP([12, 8, 4], seed=1, backend="numba"), l2=1e-3),
-    lambda: engine.Trainer(engine.MLP([12, 8, 4], seed=1, backend="numba"), on_nonfinite="skip"),
-    lambda: engine.Trainer(engine.MLP([12, 8, 4], seed=1, backend="numba"), loss="mse"),
+    lambda: engine.Trainer(engine.MLP([12, 8, 4], seed=1, backend="numba", normalization="batch"),
+                           compiled_steps=True),
+    lambda: engine.Trainer(engine.MLP([12, 8, 4], seed=1, backend="numba"), l2=1e-3, compiled_steps=True),
+    lambda: engine.Trainer(engine.MLP([12, 8, 4], seed=1, backend="numba"), on_nonfinite="skip",
+                           compiled_steps=True),
+    lambda: engine.Trainer(engine.MLP([12, 8, 4], seed=1, backend="numba"), loss="mse", compiled_steps=True),
     lambda: engine.Trainer(engine.MLP([12, 8, 4], seed=1, backend="numba"), compiled_steps=False),
 ], ids=["normalization", "penalty", "skip", "mse", "off"])
 def test_what_it_cannot_run_goes_op_by_op(setup, compiled_calls):
@@ -204,7 +207,7 @@ def test_what_it_cannot_run_goes_op_by_op(setup, compiled_calls):
 
 
 def test_frozen_layers_go_op_by_op(compiled_calls):
-    trainer = engine.Trainer(engine.MLP([12, 8, 4], seed=1, backend="numba"))
+    trainer = engine.Trainer(engine.MLP([12, 8, 4], seed=1, backend="numba"), compiled_steps=True)
     X, y = _data(n=32)
     for _ in range(2):  # the first step of a batch size in a process runs op by op
         trainer.train_step(X, y)
@@ -217,7 +220,8 @@ def test_frozen_layers_go_op_by_op(compiled_calls):
 def test_first_step_of_a_batch_size_runs_op_by_op(compiled_calls):
     """The kernels a compiled step links must have been loaded as functions of their own
     first (engine.compiled_steps): one op-by-op step per new batch size in a process."""
-    trainer = engine.Trainer(engine.MLP([12, 7, 4], seed=1, backend="numba", activation="softplus"))
+    trainer = engine.Trainer(engine.MLP([12, 7, 4], seed=1, backend="numba", activation="softplus"),
+                             compiled_steps=True)
     X, y = _data(n=64)
     trainer.train_step(X[:20], y[:20])
     assert not compiled_calls
@@ -225,14 +229,16 @@ def test_first_step_of_a_batch_size_runs_op_by_op(compiled_calls):
     assert len(compiled_calls) == 1
     trainer.train_step(X[:21], y[:21])
     assert len(compiled_calls) == 1
-    other = engine.Trainer(engine.MLP([12, 7, 4], seed=2, backend="numba", activation="softplus"))
+    other = engine.Trainer(engine.MLP([12, 7, 4], seed=2, backend="numba", activation="softplus"),
+                           compiled_steps=True)
     other.train_step(X[:21], y[:21])  # the same structure and size: already warm in this process
     assert len(compiled_calls) == 2
 
 
-def test_compiled_steps_must_be_a_bool():
-    with pytest.raises(TypeError, match="compiled_steps"):
-        engine.Trainer(engine.MLP([3, 2], backend="numba"), compiled_steps="yes")
+@pytest.mark.parametrize("value", ["yes", 1, None])
+def test_compiled_steps_must_be_true_false_or_auto(value):
+    with pytest.raises(TypeError, match="compiled_steps must be True, False or 'auto'"):
+        engine.Trainer(engine.MLP([3, 2], backend="numba"), compiled_steps=value)
 
 
 def test_compiled_steps_against_the_reference():
@@ -241,7 +247,7 @@ def test_compiled_steps_against_the_reference():
     in another order."""
     X, y = _data(n=40, dtype=np.float64)
     trainers = [engine.Trainer(engine.MLP([12, 16, 4], seed=5, backend=backend, dtype="float64", dropout=0.25),
-                               optimizer=SGD(lr=1.0)) for backend in ("numba", "numpy")]
+                               optimizer=SGD(lr=1.0), compiled_steps=True) for backend in ("numba", "numpy")]
     losses = [[t.train_step(X[8 * i:8 * i + 8], y[8 * i:8 * i + 8]) for i in range(5)] for t in trainers]
     np.testing.assert_allclose(losses[0], losses[1], rtol=1e-12)
     for a, b in zip(trainers[0].model.get_weights(), trainers[1].model.get_weights()):
@@ -299,7 +305,7 @@ def test_out_of_range_targets_in_a_run_change_nothing_from_their_batch_on():
     """Targets reach a compiled run checked (train_step and fit refuse classes outside
     [0, n_out) first); given one all the same, the run stops at its batch with the kernel's
     IndexError, the batches before it trained and counted, nothing of it or after."""
-    trainer = engine.Trainer(engine.MLP([12, 6, 4], seed=1, backend="numba"), metrics=())
+    trainer = engine.Trainer(engine.MLP([12, 6, 4], seed=1, backend="numba"), metrics=(), compiled_steps=True)
     X, y = _data(n=96)
     trainer.train_step(X[:32], y[:32])  # the batch size's first step, op by op
     compiled = trainer._compiled_steps
@@ -324,7 +330,8 @@ def test_fit_reads_the_record_once_a_run(verbose, monkeypatch):
     epoch's end; without one, at the epoch's end alone."""
     from kernels import cpu
     X, y = _data(n=100)
-    trainer = engine.Trainer(engine.MLP([12, 8, 4], seed=0, backend="numba"), metrics=("accuracy",))
+    trainer = engine.Trainer(engine.MLP([12, 8, 4], seed=0, backend="numba"), metrics=("accuracy",),
+                             compiled_steps=True)
     reads, runs, op_by_op = [0], [], []
     original_to_host, original_run, original_step = cpu.to_host, trainer._compiled_steps.run, trainer._step
 
@@ -354,7 +361,8 @@ def test_fit_keeps_the_time_of_a_batch_from_fit_to_fit(monkeypatch):
     first batch alone to measure again."""
     monkeypatch.setattr(trainer_module, "_CHUNK_SECONDS", 1e9)
     X, y = _data(n=100)
-    trainer = engine.Trainer(engine.MLP([12, 8, 4], seed=0, backend="numba"), metrics=("accuracy",))
+    trainer = engine.Trainer(engine.MLP([12, 8, 4], seed=0, backend="numba"), metrics=("accuracy",),
+                             compiled_steps=True)
     trainer.fit(X, y, epochs=1, batch_size=4, verbose=0)
     runs, original_run = [], trainer._compiled_steps.run
 
@@ -364,3 +372,63 @@ def test_fit_keeps_the_time_of_a_batch_from_fit_to_fit(monkeypatch):
     monkeypatch.setattr(trainer._compiled_steps, "run", run)
     trainer.fit(X, y, epochs=2, batch_size=4, verbose=0)
     assert runs == [25, 25]
+
+
+@pytest.fixture
+def fresh_process(tmp_path, monkeypatch):
+    """What a new process knows of compiled steps: none loaded, none warm, no time spent
+    op by op, and none compiled before (an empty directory of generated steps)."""
+    monkeypatch.setattr(cpu_steps, "_GENERATED", tmp_path / "steps")
+    monkeypatch.setattr(cpu_steps, "_FUNCTIONS", {})
+    monkeypatch.setattr(cpu_steps, "_LOADED", {})
+    monkeypatch.setattr(compiled_steps_module, "_WARM", set())
+    monkeypatch.setattr(compiled_steps_module, "_OP_BY_OP_SECONDS", {})
+
+
+def _auto_trainer():
+    return engine.Trainer(engine.MLP([12, 9, 4], seed=3, backend="numba"))  # compiled_steps="auto"
+
+
+def test_auto_compiles_once_the_steps_op_by_op_pay_for_it(fresh_process, compiled_calls, monkeypatch):
+    X, y = _data(n=64)
+    trainer = _auto_trainer()
+    monkeypatch.setattr(compiled_steps_module, "COMPILE_AFTER_SECONDS", 1e9)
+    for _ in range(3):
+        trainer.train_step(X[:16], y[:16])
+    assert not compiled_calls  # never compiled, and far from paying for it
+    monkeypatch.setattr(compiled_steps_module, "COMPILE_AFTER_SECONDS", 1e-9)
+    trainer.train_step(X[:16], y[:16])
+    assert len(compiled_calls) == 1
+
+
+def test_auto_runs_steps_compiled_before_at_once(fresh_process, compiled_calls, monkeypatch):
+    """Steps some process compiled before (their source is on disk, numba's code beside it)
+    run compiled from the first warm step, however little was spent op by op."""
+    X, y = _data(n=64)
+    first = engine.Trainer(engine.MLP([12, 9, 4], seed=3, backend="numba"), compiled_steps=True)
+    for _ in range(2):
+        first.train_step(X[:16], y[:16])
+    assert len(compiled_calls) == 1 and list((cpu_steps._GENERATED).glob("step_*.py"))
+    # another process: nothing loaded, nothing warm, no time spent op by op; the disk as it was
+    monkeypatch.setattr(cpu_steps, "_FUNCTIONS", {})
+    monkeypatch.setattr(cpu_steps, "_LOADED", {})
+    monkeypatch.setattr(compiled_steps_module, "_WARM", set())
+    monkeypatch.setattr(compiled_steps_module, "_OP_BY_OP_SECONDS", {})
+    monkeypatch.setattr(compiled_steps_module, "COMPILE_AFTER_SECONDS", 1e9)
+    trainer = _auto_trainer()
+    trainer.train_step(X[:16], y[:16])  # a batch size's first step in a process: op by op
+    trainer.train_step(X[:16], y[:16])
+    assert len(compiled_calls) == 2
+
+
+@pytest.mark.parametrize("threshold, compiled_runs", [(20.0, True), (30.0, False)])
+def test_auto_fit_compiles_when_the_epoch_it_plans_pays_for_it(threshold, compiled_runs, fresh_process,
+                                                                 compiled_calls, monkeypatch):
+    """On a clock where every step op by op takes one second, an epoch of 25 batches plans
+    25 s of them after its first: enough at a price of 20 s, not at 30 s."""
+    clock = iter(range(10**6))
+    monkeypatch.setattr(trainer_module.time, "perf_counter", lambda: float(next(clock)))
+    monkeypatch.setattr(compiled_steps_module, "COMPILE_AFTER_SECONDS", threshold)
+    X, y = _data(n=100)
+    _auto_trainer().fit(X, y, epochs=1, batch_size=4, verbose=0)
+    assert bool(compiled_calls) == compiled_runs

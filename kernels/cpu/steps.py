@@ -30,6 +30,7 @@ function is compiled in memory, each process again.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import sys
@@ -48,7 +49,7 @@ from .jit import PARALLEL_MIN_WORK
 from .rng import mask_args
 
 _GENERATED = Path(__file__).parent / "__pycache__" / "steps"
-_LOADED = {}  # digest of the source -> compiled function
+_LOADED = {}  # name of the source (its digest) -> compiled function
 _FUNCTIONS = {}  # (stack, update kernel, batch sizes, parameters) -> compiled function
 
 
@@ -255,16 +256,31 @@ def compiled(stack, update_kind, rows, n_params):
     key = (stack, update_kind, rows, n_params)
     function = _FUNCTIONS.get(key)
     if function is None:
-        function = _FUNCTIONS[key] = _by_source(_generate(stack, update_kind, sorted(set(rows)), n_params))
+        source, name = _source(*key)
+        function = _LOADED.get(name)
+        if function is None:
+            function = _LOADED[name] = _load(source, name)
+        _FUNCTIONS[key] = function
     return function
 
 
-def _by_source(source):
-    digest = hashlib.sha256(source.encode()).hexdigest()[:24]
-    function = _LOADED.get(digest)
-    if function is None:
-        function = _LOADED[digest] = _load(source, f"step_{digest}")
-    return function
+def compiled_before(stack, update_kind, rows, n_params):
+    """Whether :func:`compiled` with these arguments loads its steps rather than compiles
+    them: loaded in this process already, or compiled by a process before (which wrote
+    their source, and numba's disk cache keeps their code: kernels.cpu.jit empties both
+    together)."""
+    key = (stack, update_kind, rows, n_params)
+    if key in _FUNCTIONS:
+        return True
+    name = _source(*key)[1]
+    return name in _LOADED or (_GENERATED / f"{name}.py").exists()
+
+
+@functools.cache
+def _source(stack, update_kind, rows, n_params):
+    """(source, name) of the steps :func:`compiled` loads: the name is the source's digest."""
+    source = _generate(stack, update_kind, sorted(set(rows)), n_params)
+    return source, f"step_{hashlib.sha256(source.encode()).hexdigest()[:24]}"
 
 
 def _load(source, name):
