@@ -25,7 +25,13 @@ _DISTINCT_INPUTS = 4
 
 def gemm_floor(backend, sizes, batch, reps, inner, dtype=np.float32):
     """Seconds per step of a workload's GEMMs through ``backend``'s matmul, one sample per
-    rep; the first GEMM is checked against NumPy's before anything is timed."""
+    rep (:func:`gemm_call`)."""
+    return timer(backend)(gemm_call(backend, sizes, batch, dtype), reps, inner)
+
+
+def gemm_call(backend, sizes, batch, dtype=np.float32):
+    """A call of a workload's step's GEMMs through ``backend``'s matmul, cycling distinct
+    inputs; the first GEMM is checked against NumPy's before the call is returned."""
     k = backend_module.module(backend)
     rng = np.random.default_rng(1)
     host_W = [rng.standard_normal((i, o)).astype(dtype) / np.sqrt(i) for i, o in zip(sizes[:-1], sizes[1:])]
@@ -50,7 +56,7 @@ def gemm_floor(backend, sizes, batch, reps, inner, dtype=np.float32):
             if layer:
                 k.matmul(Xs[layer + 1][c], Ws[layer].T, dXs[layer])
 
-    return timer(backend)(gemms, reps, inner)
+    return gemms
 
 
 def copy_roof(backend, reps):

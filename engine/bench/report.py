@@ -25,6 +25,7 @@ class Row:
     flops: int = 0  # per call, for GFLOP/s
     bytes: int = 0  # read and written per call, for GB/s
     floor_ms: float | None = None  # the GEMM floor (median) this row's time is over
+    floor_samples: list | None = None  # or the floor's samples taken beside this row's, one each
     numpy_floor_ms: float | None = None  # the floor through NumPy's BLAS
     roof_gbps: float | None = None  # the memory roof its GB/s is a share of
     device: str = "cpu"  # or "cuda"
@@ -50,7 +51,9 @@ class Row:
             found["GFLOP/s"] = self.flops / seconds / 1e9
         if self.bytes:
             found["GB/s"] = self.bytes / seconds / 1e9
-        if self.floor_ms:
+        if self.floor_samples:  # each sample over the floor's taken beside it (timing.interleaved)
+            found["x GEMM floor"] = seconds / np.asarray(self.floor_samples, np.float64)
+        elif self.floor_ms:
             found["x GEMM floor"] = ms / self.floor_ms
         if self.numpy_floor_ms:
             found["x NumPy floor"] = ms / self.numpy_floor_ms

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend as backend_module
-from .timing import timer
+from .timing import host_timed, timer
 from .workloads import N_BATCHES, batches
 
 # One step of float32 sums in another order than the reference's (GEMMs over up to 4096
@@ -63,8 +63,16 @@ def check_step(backend, sizes, batch, normalization=None, compiled=True):
 
 def engine_step(backend, sizes, batch, reps, inner, normalization=None, compiled=True):
     """Seconds per training step of an MLP of ``sizes`` (AdamW, no metrics; hidden layers
-    normalized by ``normalization``), cycling distinct batches; one sample per rep.
-    ``compiled``: each step one compiled call where the backend can (engine.compiled_steps)."""
+    normalized by ``normalization``), cycling distinct batches; one sample per rep
+    (:func:`step_call`)."""
+    return timer(backend)(step_call(backend, sizes, batch, normalization, compiled), reps, inner)
+
+
+def step_call(backend, sizes, batch, normalization=None, compiled=True):
+    """A call taking one training step of an MLP of ``sizes`` (AdamW, no metrics; hidden
+    layers normalized by ``normalization``), cycling distinct batches, after three untimed
+    ones. ``compiled``: each step one compiled call where the backend can
+    (engine.compiled_steps)."""
     X, y = batches(sizes, batch)
     trainer = _trainer(backend, sizes, normalization=normalization, compiled=compiled)
     counter = [0]
@@ -85,28 +93,27 @@ def engine_step(backend, sizes, batch, reps, inner, normalization=None, compiled
 
     for _ in range(3):
         step()
-    return timer(backend)(step, reps, inner)
+    return step
 
 
-def engine_epoch(backend, sizes, batch, reps, compiled=True, epochs=1):
+def engine_epoch(backend, sizes, batch, reps, compiled=True):
     """Seconds per epoch of ``fit`` over the workload's ``N_BATCHES`` batches as one data
-    set (shuffled, no validation, no progress bar); one sample per rep, each a fit of
-    ``epochs`` epochs (what fit does once per call spread over them). ``compiled``: runs
-    of batches as one compiled call where the backend can (engine.compiled_steps)."""
+    set; one sample per rep (:func:`fit_call`)."""
+    # fit returns after reading the device's record: host timing is the whole fit
+    return host_timed(fit_call(backend, sizes, batch, compiled), reps, 1)
+
+
+def fit_call(backend, sizes, batch, compiled=True, epochs=1):
+    """A call of ``fit`` for ``epochs`` epochs over the workload's ``N_BATCHES`` batches as
+    one data set (shuffled, no validation, no progress bar), after an untimed one.
+    ``compiled``: runs of batches as one compiled call where the backend can
+    (engine.compiled_steps). Time it on the host: fit returns after reading the
+    device's record."""
     X, y = batches(sizes, batch)
     X, y = X.reshape(-1, sizes[0]), y.reshape(-1)
     trainer = _trainer(backend, sizes, compiled=compiled)
 
     def fit():
         trainer.fit(X, y, epochs=epochs, batch_size=batch, verbose=0)
-    fit()  # compiles (then host_timed's untimed call measures the length of fit's compiled runs)
-    # fit returns after reading the device's record: host timing is the whole fit
-    return [seconds / epochs for seconds in timer("numpy")(fit, reps, 1)]
-
-
-def fit_step(backend, sizes, batch, reps, epochs, compiled=True):
-    """Seconds per training step as ``fit`` runs its steps: :func:`engine_epoch` over its
-    ``N_BATCHES`` steps. No input checks per step, and on numba whole runs of batches as
-    one compiled call (the GPU's ``engine_step`` is timed alike). The step is the one
-    :func:`check_step` checks: run that first."""
-    return [seconds / N_BATCHES for seconds in engine_epoch(backend, sizes, batch, reps, compiled, epochs)]
+    fit()  # compiles (then the timer's untimed call measures the length of fit's compiled runs)
+    return fit

@@ -3,6 +3,8 @@
 Each sample is the mean over ``inner`` back-to-back calls (so that calls shorter than the
 clock's resolution add up to a measurable time); a benchmark reports percentiles over
 ``reps`` samples. The first call is made untimed (compilation, workspaces).
+:func:`interleaved` takes the samples of several calls in turn, so that a ratio of two
+of them (a step over its GEMM floor) is taken sample by sample, side by side in time.
 """
 from __future__ import annotations
 
@@ -11,11 +13,13 @@ import time
 import numpy as np
 
 
-def host_timed(fn, reps, inner, sync=None):
-    """Seconds per call of ``fn``, one sample per rep, each the mean over ``inner`` calls.
+def host_timed(fn, reps, inner, sync=None, warm=True):
+    """Seconds per call of ``fn``, one sample per rep, each the mean over ``inner`` calls,
+    after an untimed call unless not ``warm``.
 
     ``sync`` waits for work ``fn`` queued on a device (a host op returns when done)."""
-    fn()
+    if warm:
+        fn()
     sync = sync or (lambda: None)
     samples = []
     for _ in range(reps):
@@ -28,12 +32,13 @@ def host_timed(fn, reps, inner, sync=None):
     return samples
 
 
-def cuda_timed(fn, reps, inner):
+def cuda_timed(fn, reps, inner, warm=True):
     """:func:`host_timed` for work on CuPy's current stream, measured by CUDA events
     (what the device spent, without the host's wait for the last event)."""
     import cupy
 
-    fn()
+    if warm:
+        fn()
     samples = []
     for _ in range(reps):
         start, end = cupy.cuda.Event(), cupy.cuda.Event()
@@ -49,6 +54,22 @@ def cuda_timed(fn, reps, inner):
 def timer(backend):
     """The timing function for ``backend``'s ops: host clock, or CUDA events for cupy."""
     return cuda_timed if backend == "cupy" else host_timed
+
+
+def interleaved(calls, reps):
+    """Samples of each of ``calls`` ((timing function, fn, inner) triples, the timing
+    function :func:`host_timed` or :func:`cuda_timed`), one sample of each in turn, rep
+    after rep, after an untimed call of each: a busy spell of a shared machine then falls
+    on the calls of one round alike, and the ratio of two calls' samples of one round
+    moves far less than the ratio of their medians taken minutes apart. Returns a list of
+    samples per call."""
+    for _, fn, _ in calls:
+        fn()
+    found = [[] for _ in calls]
+    for _ in range(reps):
+        for samples, (time_calls, fn, inner) in zip(found, calls):
+            samples += time_calls(fn, 1, inner, warm=False)
+    return found
 
 
 def inner_calls(seconds_per_call, target=0.02):

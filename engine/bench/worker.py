@@ -15,7 +15,7 @@ import sys
 from dataclasses import asdict
 
 from .report import Row
-from .workloads import WORKLOADS, step_flops
+from .workloads import N_BATCHES, WORKLOADS, step_flops
 
 # Calls per sample at a workload's own batch size (fewer for larger batches): each
 # sample lasts some 10-20 ms on a 2-core CPU.
@@ -61,7 +61,8 @@ def _device(backend):
 
 def fusedense_rows(job):
     from .. import backend as backend_module
-    from . import steps
+    from . import floors, steps
+    from .timing import host_timed, interleaved, timer
 
     backend, reps = job["backend"], job["reps"]
     k = backend_module.module(backend)
@@ -77,20 +78,32 @@ def fusedense_rows(job):
             own = _median_ms(rows[-1].samples)
         # The compiled steps (engine.compiled_steps) beside the numba step op by op, what they save.
         paths = ((backend, True), (f"{backend} op by op", False)) if backend == "numba" else ((backend, True),)
+        own_gemms = None if own is None else floors.gemm_call(backend, sizes, batch)
+
+        def held_row(op, provider, time_calls, call, per_call, steps_per_call=1):
+            """A row of ``call``'s samples, each over ``per_call`` calls of ``steps_per_call``
+            steps, taken in turn with samples of the step's own GEMMs (timing.interleaved),
+            to which each sample is held."""
+            if own_gemms is None:
+                samples, floor_samples = time_calls(call, reps, per_call), None
+            else:
+                samples, floor_samples = interleaved([(time_calls, call, per_call),
+                                                      (timer(backend), own_gemms, inner)], reps)
+            return Row(op, workload, provider, [seconds / steps_per_call for seconds in samples], batch,
+                       step_flops(sizes, batch), device=_device(backend), floor_ms=own, floor_samples=floor_samples,
+                       numpy_floor_ms=numpy_floor)
 
         def step_row(op, provider, normalization=None, compiled=True):
             """A training step checked against the reference, then timed against the floors."""
             steps.check_step(backend, sizes, batch, normalization, compiled)
-            return Row(op, workload, provider,
-                       steps.engine_step(backend, sizes, batch, reps, inner, normalization, compiled), batch,
-                       step_flops(sizes, batch), device=_device(backend), floor_ms=own, numpy_floor_ms=numpy_floor)
+            return held_row(op, provider, timer(backend),
+                            steps.step_call(backend, sizes, batch, normalization, compiled), inner)
 
         rows += [step_row("train_step", provider, compiled=compiled) for provider, compiled in paths]
-        if workload in FIT_STEP_EPOCHS and batch == WORKLOADS[workload][1]:
-            rows += [Row("fit_step", workload, provider,
-                         steps.fit_step(backend, sizes, batch, reps, FIT_STEP_EPOCHS[workload], compiled), batch,
-                         step_flops(sizes, batch), device=_device(backend), floor_ms=own, numpy_floor_ms=numpy_floor)
-                     for provider, compiled in paths]
+        if workload in FIT_STEP_EPOCHS and batch == WORKLOADS[workload][1]:  # the steps check_step checked
+            epochs = FIT_STEP_EPOCHS[workload]
+            rows += [held_row("fit_step", provider, host_timed, steps.fit_call(backend, sizes, batch, compiled, epochs),
+                              1, epochs * N_BATCHES) for provider, compiled in paths]
         normalization = job.get("normalization")
         if normalization:  # the same model with its hidden layers normalized, against the same floor
             rows.append(step_row(f"train_step {normalization} norm", backend, normalization))
