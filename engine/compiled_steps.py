@@ -130,16 +130,14 @@ class CompiledSteps:
 
     def _kind(self):
         """The kernel of the optimizer's updates (kernels.cpu.optim's), from an update
-        deferred and not counted: ``_update`` computes the kernel's constants and calls it,
-        no learning-rate schedule, and changes no state."""
+        deferred and not counted (``Optimizer._update_all``: no learning-rate schedule is
+        called, no state changes)."""
         if self._update_kind is None:
             trainer = self._trainer
             optimizer, model = trainer.optimizer, trainer.model
-            grad_args = (model._offsets, trainer._seg_scale, optimizer._seg_decay, trainer._limits()[0], None,
-                         spec.L1_GRADIENT)
             with self._deferred_updates() as calls:
-                optimizer._update(model._params, model._grads, optimizer._state, grad_args, 0.0,
-                                  optimizer.iterations + 1, None, None)
+                optimizer._update_all(model._params, model._grads, trainer._seg_scale, trainer._limits()[0], 0.0,
+                                      optimizer.iterations + 1)
             self._update_kind = calls[0].kind
         return self._update_kind
 

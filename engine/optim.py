@@ -113,9 +113,7 @@ class Optimizer:
         model = self._model
         seg_l1, rule = self._seg_l1, self._l1_rule
         if model._trained_runs is None:
-            self._update(params, grads, self._state,
-                         (model._offsets, seg_scale, self._seg_decay, clip_value, seg_l1, rule), lr, step, status,
-                         diag)
+            self._update_all(params, grads, seg_scale, clip_value, lr, step, status, diag)
         else:
             for run in model._trained_runs:
                 e, s = run.elements, run.segments
@@ -125,6 +123,13 @@ class Optimizer:
                              None if diag is None else diag[s])
         self._advance(step)
         self.iterations = step
+
+    def _update_all(self, params, grads, seg_scale, clip_value, lr, step, status=None, diag=None):
+        """The kernel call of update ``step`` over every segment of the model (none frozen),
+        at rate ``lr``; neither counted nor a schedule called (:meth:`apply` does both)."""
+        self._update(params, grads, self._state,
+                     (self._model._offsets, seg_scale, self._seg_decay, clip_value, self._seg_l1, self._l1_rule),
+                     lr, step, status, diag)
 
     def _update(self, params, grads, state, grad_args, lr, step, status, diag):
         """The kernel call of update ``step`` on ``params``, ``grads`` and the optimizer's

@@ -6,11 +6,10 @@ Python around the kernels, which on a small model is most of a step. Before any 
 each path's step is checked against the NumPy reference (engine.bench.steps.check_step).
 """
 import functools
-import itertools
 import statistics
 
 import engine
-from engine.bench import steps, worker
+from engine.bench import steps, timing, worker
 from engine.bench.workloads import WORKLOADS, batches
 
 from .common import calls_per_sample, require
@@ -25,17 +24,7 @@ def _train_step(workload, path):
     sizes, batch = WORKLOADS[workload]
     compiled = path == "compiled"
     steps.check_step("numba", sizes, batch, compiled=compiled)
-    X, y = batches(sizes, batch)
-    trainer = engine.Trainer(engine.MLP(sizes, seed=0, backend="numba"), optimizer=engine.AdamW(), metrics=(),
-                             compiled_steps=compiled)
-    counter = itertools.count()
-
-    def step():
-        i = next(counter) % len(X)
-        trainer.train_step(X[i], y[i])
-
-    for _ in range(3):
-        step()
+    step = steps.step_call("numba", sizes, batch, compiled=compiled)
     return step, calls_per_sample(step)
 
 
@@ -107,9 +96,7 @@ class CompiledSpeedup:
     def track_speedup(self, workload):
         sizes, batch = WORKLOADS[workload]
         inner = worker.INNER[workload]
-        ratios = []
-        for _ in range(self.PAIRS):
-            compiled = steps.engine_step("numba", sizes, batch, 1, inner)[0]
-            op_by_op = steps.engine_step("numba", sizes, batch, 1, inner, compiled=False)[0]
-            ratios.append(op_by_op / compiled)
-        return statistics.median(ratios)
+        compiled, op_by_op = timing.interleaved(
+            [(timing.host_timed, steps.step_call("numba", sizes, batch, compiled=compiled), inner)
+             for compiled in (True, False)], self.PAIRS)
+        return statistics.median(slow / fast for fast, slow in zip(compiled, op_by_op))
