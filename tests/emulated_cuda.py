@@ -382,6 +382,7 @@ def emulation():
         for module in MODULES_USING_CUPY:
             patch.setattr(module, "cupy", FACADE)
         patch.setattr(compiler.Source, "function", _function)
+        patch.setattr(dense, "matmul", matmul)  # dense's GEMMs, which call cuBLAS itself
         # Scratch buffers cached per device would otherwise outlive the stand-in's arrays.
         for module, name in ((dense, "_scratch"), (optim, "_partials"), (losses, "_SCRATCH")):
             patch.setattr(module, name, {})

@@ -3,7 +3,8 @@
 * The GEMM floor of a training step: the same step's GEMMs (forward, dW, and dX for all
   layers but the first) alone, into preallocated outputs, cycling distinct inputs,
   through a backend's :meth:`~kernels.spec.Backend.matmul`: the BLAS its dense ops call.
-  A step cannot beat it; its ratio to it is the step's overhead.
+  On a backend with graphs (CUDA) the GEMMs of each input are replayed as one graph, as
+  the step's are. A step cannot beat it; its ratio to it is the step's overhead.
 * The memory roof of memory-bound kernels: a backend's copy of 256 MB and its in-place
   ``p -= lr g`` (plain SGD) over 256 MB. On a GPU the copy reaches the memory's
   bandwidth; on a CPU the in-place stream is the truer roof (a copy's writes to fresh
@@ -45,18 +46,31 @@ def gemm_call(backend, sizes, batch, dtype=np.float32):
     want = host_X[0][0].astype(np.float64) @ host_W[0]
     if not np.allclose(k.to_host(outs[0]), want, rtol=1e-3, atol=1e-3 * np.abs(want).max()):
         raise AssertionError(f"{backend}'s matmul disagrees with NumPy's: its GEMM floor would time a wrong GEMM")
+
+    def gemms_of(c):
+        def gemms():
+            for layer, W in enumerate(Ws):
+                k.matmul(Xs[layer][c], W, outs[layer])
+            for layer in reversed(range(len(Ws))):
+                k.matmul(Xs[layer][c].T, Xs[layer + 1][c], dWs[layer])
+                if layer:
+                    k.matmul(Xs[layer + 1][c], Ws[layer].T, dXs[layer])
+        return gemms
+
+    calls = [gemms_of(c) for c in range(_DISTINCT_INPUTS)]
+    # A backend that replays a step's kernels as one graph (kernels.spec.Backend.capture:
+    # CUDA) replays the floor's GEMMs the same way, or the floor would pay a launch per
+    # GEMM that the step does not (the CPU backends record nothing: None).
+    replays = [k.capture(call) for call in calls]
+    if all(replays):
+        calls = replays
     counter = [0]
 
-    def gemms():
-        c = counter[0] = (counter[0] + 1) % _DISTINCT_INPUTS
-        for layer, W in enumerate(Ws):
-            k.matmul(Xs[layer][c], W, outs[layer])
-        for layer in reversed(range(len(Ws))):
-            k.matmul(Xs[layer][c].T, Xs[layer + 1][c], dWs[layer])
-            if layer:
-                k.matmul(Xs[layer + 1][c], Ws[layer].T, dXs[layer])
+    def cycle():
+        counter[0] = (counter[0] + 1) % _DISTINCT_INPUTS
+        calls[counter[0]]()
 
-    return gemms
+    return cycle
 
 
 def copy_roof(backend, reps):

@@ -1,10 +1,10 @@
 """The CuPy CUDA backend: every op of :mod:`kernels.spec` for CuPy arrays.
 
 All CUDA C lives in the ``.cu``/``.cuh`` files of this folder, compiled by NVRTC through
-``cupy.RawModule`` at the first launch (:mod:`kernels.cuda.compiler`); GEMMs go to cuBLAS
-through CuPy. Importing needs CuPy only, not a device: :func:`unavailable_reason` then
-says which piece is missing (driver, device, NVRTC, cuBLAS), and the engine turns it into
-``engine.BackendUnavailable``.
+``cupy.RawModule`` at the first launch (:mod:`kernels.cuda.compiler`); GEMMs call the
+cuBLAS library CuPy loads (:mod:`kernels.cuda.gemm`). Importing needs CuPy only, not a
+device: :func:`unavailable_reason` then says which piece is missing (driver, device,
+NVRTC, cuBLAS), and the engine turns it into ``engine.BackendUnavailable``.
 """
 try:
     import cupy
@@ -17,7 +17,9 @@ from .augment import gaussian_noise, mix_class_targets, mix_rows  # noqa: E402
 from .constraints import max_norm  # noqa: E402
 from .graphs import capture  # noqa: E402
 from .decisions import guard_update, metric_sums  # noqa: E402
-from .dense import apply_output, dense_backward, dense_forward, dropout_mask, matmul  # noqa: E402
+from .dense import apply_output, dense_backward, dense_forward, dropout_mask  # noqa: E402
+from . import gemm  # noqa: E402
+from .gemm import matmul  # noqa: E402
 from .losses import binary_cross_entropy, huber, mse, softmax_cross_entropy  # noqa: E402
 from .norm import norm_backward, norm_forward  # noqa: E402
 from .optim import adadelta, adagrad, adam, grad_sq_norms, nadam, rmsprop, sgd  # noqa: E402
@@ -49,6 +51,7 @@ def unavailable_reason():
     try:
         from cupy_backends.cuda.libs import cublas
         cublas.getVersion(cupy.cuda.device.get_cublas_handle())
+        gemm.library()
     except Exception as error:
         return f"cuBLAS cannot be loaded ({error}); install the nvidia-cublas wheel of your CUDA version"
     return None

@@ -1,7 +1,7 @@
 // The elementwise and column-reduction kernels of the dense layer (kernels/spec.py:
 // Backend.dense_forward, dense_backward, dropout_mask, apply_output). The GEMMs around
 // them (Z = X @ W, dW = X.T @ dZ, dX = dZ @ W.T) are cuBLAS calls that
-// kernels/cuda/dense.py makes through cupy.matmul. All arrays are C-contiguous; element
+// kernels/cuda/gemm.py makes. All arrays are C-contiguous; element
 // (i, j) of an (n, m) array has the flat index k = i * m + j, which is also the index the
 // dropout mask hashes (rng.cuh). keep / (1 - p) is the scaled keep mask of spec's
 // m / (1 - p): ``scale`` (1 / (1 - p) rounded in T by the caller, as the reference rounds

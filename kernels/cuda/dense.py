@@ -1,7 +1,7 @@
 """Dense forward/backward, dropout masks and output functions on CUDA (see kernels.spec).
 
-The GEMMs are cuBLAS calls through ``cupy.matmul(a, b, out=...)`` into the given output
-arrays, at the precision :mod:`kernels.cuda.precision` selects; everything elementwise
+The GEMMs are cuBLAS calls (:mod:`kernels.cuda.gemm`, which a CUDA graph can record)
+into the given output arrays, at the precision :mod:`kernels.cuda.precision` selects; everything elementwise
 around them is one kernel of ``dense.cu``: bias, activation and dropout after the forward
 GEMM; dropout, activation derivative and the column sums ``db`` (and prelu's ``dslope``)
 before the backward GEMMs (for a frozen layer, ``backward_elements``: dZ alone, then only
@@ -20,7 +20,7 @@ tiny kernel over a scratch buffer kept per shape (no allocation in the steady st
 CUDA graph capture wants; the scratch assumes that the ops of one device run on one
 stream at a time).
 
-Layouts: cupy.matmul takes strided and transposed operands itself (a transposed C array
+Layouts: the GEMM takes strided and transposed operands itself (a transposed C array
 reaches cuBLAS as a transposed operand without a copy, other strides are copied) and
 computes into a temporary when ``out`` is not C-contiguous. The kernels need C-contiguous
 arrays: inputs that are not are copied (:func:`cupy.ascontiguousarray`), outputs that are
@@ -31,6 +31,7 @@ import numpy as np
 
 from .. import rng, spec
 from .compiler import C_TYPES, VECTOR_BYTES, Source, instances, scalar
+from .gemm import matmul
 
 # One 16-byte access (float4 / double2) per array and group of elements, where the
 # elementwise kernels can take it.
@@ -194,7 +195,7 @@ def dense_forward(X, W, b, act, act_param, slope, dropout_p, key, Z, Y, alive=No
     mask = mask_args(dropout_p, key, dtype)
     Zc = _writable(Z)
     Yc = Zc if Y is Z else _writable(Y)
-    cupy.matmul(X, W, out=Zc)
+    matmul(X, W, Zc)
     if n and m:
         b = cupy.ascontiguousarray(b, dtype)
         slope = cupy.ascontiguousarray(slope, dtype) if act == spec.PRELU else b  # b: unread
@@ -269,7 +270,7 @@ def _frozen_backward(dY, Z, dZ, slope, act, act_param, dropout_p, key, dX, W):
              _alpha(act_param, dtype), *mask))
     _write_back(dZ, dZ_c)
     if dX is not None:
-        cupy.matmul(dZ_c, W.T, out=dX)
+        matmul(dZ_c, W.T, dX)
 
 
 def dense_backward(dY, X, W, Z, act, act_param, slope, dropout_p, key, dZ, dW, db, dslope, dX):
@@ -305,9 +306,9 @@ def dense_backward(dY, X, W, Z, act, act_param, slope, dropout_p, key, dZ, dW, d
     _write_back(db, db_c)
     if prelu:
         _write_back(dslope, dslope_c)
-    cupy.matmul(X.T, dZ_c, out=dW)
+    matmul(X.T, dZ_c, dW)
     if dX is not None:
-        cupy.matmul(dZ_c, W.T, out=dX)
+        matmul(dZ_c, W.T, dX)
 
 
 def dropout_mask(dropout_p, key, out):
@@ -356,7 +357,3 @@ def apply_output(kind, X, out):
                 (min(n, MAX_ROW_BLOCKS),), (threads,), (X_c, target, np.int64(n), np.int64(k)),
                 shared_mem=threads * dtype.itemsize)
     _write_back(out, target)
-
-
-def matmul(a, b, out):
-    cupy.matmul(a, b, out=out)

@@ -1,4 +1,4 @@
-"""Precision of the float32 GEMMs of the CuPy backend (cuBLAS through cupy.matmul).
+"""Precision of the float32 GEMMs of the CuPy backend (cuBLAS, :mod:`kernels.cuda.gemm`).
 
 * ``"highest"``: plain FP32 (cuBLAS compute type ``CUBLAS_COMPUTE_32F``), what the
   reference's float32 agreement assumes; CuPy's default.
@@ -8,8 +8,8 @@
 
 Mechanism: CuPy's compute-type table, ``cupy._core.set_compute_type(dtype, type)`` /
 ``get_compute_type(dtype)`` with the constants ``COMPUTE_TYPE_DEFAULT`` and
-``COMPUTE_TYPE_TF32`` of ``cupy._core._routines_linalg``. Its 2-D matmul
-(``tensordot_core_v11``) reads that table at every GEMM and passes the matching cuBLAS
+``COMPUTE_TYPE_TF32`` of ``cupy._core._routines_linalg``. :mod:`kernels.cuda.gemm` reads
+that table at every GEMM, as CuPy's own 2-D matmul does, and passes the matching cuBLAS
 compute type to ``cublasGemmEx``, so a change applies to the next GEMM. It is the switch
 behind CuPy's documented ``CUPY_TF32`` environment variable, which only seeds the table
 once, at the first float32 GEMM, and so cannot change the precision at run time. It is
