@@ -15,6 +15,8 @@ run before it, op by op, into buffers the recording copies from.
 
 A batch shape's first step runs op by op: it compiles the kernels and allocates the
 workspace and the ops' scratch, which a recording must not do. Its second step records.
+A model keeps the buffers of a few batch sizes; where it let a recorded batch size's go
+(other sizes came in between) and made new ones, that batch size is recorded again.
 
 Steps run op by op, unrecorded, where a replay would go wrong or the backend has no
 graphs (the CPU backends): with dropout (its mask keys change at every step), with
@@ -48,6 +50,16 @@ class _Recording:
             self.logits = trainer._forward_backward(self.X, self.y, self.total, weights=self.weights)
 
         self.replay = k.capture(work)
+        self._model = trainer.model
+        # The model's buffers of this batch size, which the graph writes into. Held, so that
+        # their memory stays this recording's if the model lets them go (it keeps a few
+        # batch sizes' buffers), and compared by current() with the model's buffers now.
+        self._workspace = self._model._workspace(self.X.shape[0])
+
+    def current(self):
+        """Whether the model still computes this batch size in the buffers recorded: false
+        once it let them go and made new ones, which the graph would not write."""
+        return self._model._workspace(self.X.shape[0]) is self._workspace
 
     def run(self, X, y, total, weights=None):
         """Forward, loss into ``total[0]``, backward and norms of the batch (X, y) with row
@@ -84,6 +96,9 @@ class StepGraphs:
         key = self._key(X, y, weights)
         if key is None:
             return trainer._forward_backward(X, y, total, weights=weights)
+        stale = self._recordings.get(key)
+        if stale is not None and not stale.current():
+            del self._recordings[key]  # recorded again below, into the model's new buffers
         if key not in self._recordings:
             if key not in self._warmed_up:
                 self._warmed_up.add(key)

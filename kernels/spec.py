@@ -197,8 +197,10 @@ class Backend(Protocol):
         Nothing runs while recording: the work first happens at the first replay. A replay
         passes the recorded arguments again, the same arrays (their values as they are
         then) and the same scalars, so whatever changes between replays must be array
-        contents. The arrays ``work`` touches must stay alive and in place while ``replay``
-        is kept, and ``work`` must read nothing back to the host.
+        contents. ``replay`` holds ``work``, so the arrays it refers to stay allocated
+        while ``replay`` is kept; an array ``work`` reaches through an object (a model's
+        buffers) must not be replaced by another meanwhile. ``work`` must read nothing
+        back to the host.
         """
 
     # ------------------------------------------------------------ dense layer

@@ -7,6 +7,8 @@ strided and transposed operands); here are the cases those do not reach: outputs
 views or overlap an operand, operands with a dimension of 1 (both C and F contiguous), and
 empty sums.
 """
+import gc
+
 import numpy as np
 import pytest
 
@@ -122,3 +124,19 @@ def test_a_recorded_gemm_replays_on_the_operands_current_values(cuda):
     cuda.copy_into(a, cuda.to_device(fresh, np.float32))
     replay()
     _close(cuda.to_host(out), fresh, cuda.to_host(b), np.float32)
+
+
+def test_a_replay_keeps_the_arrays_it_writes_allocated(cuda):
+    """The graph holds addresses: were the recorded arrays freed when the caller let them
+    go, the replay would write into the arrays CuPy's pool gives that memory to next."""
+    def record():
+        a = cuda.to_device(np.ones((64, 64)), np.float32)
+        out = cuda.zeros((64, 64), np.float32)
+        cuda.matmul(a, a, out)
+        return cuda.capture(lambda: cuda.matmul(a, a, out))
+
+    replay = record()
+    gc.collect()
+    fresh = [cuda.zeros((64, 64), np.float32) for _ in range(4)]
+    replay()
+    assert not any(cuda.to_host(array).any() for array in fresh)

@@ -160,6 +160,45 @@ def test_a_recording_that_allocates_is_not_replayed():
     assert model._k.replays == 0
 
 
+def _evict_and_train(trainer, X, y):
+    """Steps of batch size 10, recorded at the second; then the model lets that size's
+    buffers go (it keeps 4 batch sizes') and makes new ones, and steps of 10 go on."""
+    losses = [trainer.train_step(X[:10], y[:10]) for _ in range(2)]
+    for n in (11, 12, 13, 14):
+        trainer.model.predict(X[:n])
+    losses += [trainer.train_step(X[i:i + 10], y[i:i + 10]) for i in range(0, 40, 10)]
+    return losses
+
+
+def test_a_batch_size_whose_buffers_the_model_let_go_is_recorded_again():
+    """A recording writes the buffers it was recorded with; once the model has new ones
+    for that batch size, the step is recorded again into them, and trains as op by op."""
+    X, y = _data()
+    eager, graphed = _trainer(False), _trainer(True)
+    assert _evict_and_train(eager, X, y) == _evict_and_train(graphed, X, y)
+    _assert_same(eager, graphed)
+    assert graphed.model._k.recordings == 2  # once before the eviction, once after
+    assert graphed.model._k.replays == 5  # every step but the first
+
+
+@pytest.mark.gpu
+def test_cuda_graph_steps_after_an_eviction_train_as_op_by_op(monkeypatch):
+    """On a GPU, where a graph replayed into buffers CuPy's pool had taken back would write
+    into whatever arrays got that memory next."""
+    cuda = load_backend("cuda")
+    X, y = _data()
+
+    def run():
+        trainer = engine.Trainer(engine.MLP([7, 16, 12, 3], seed=3, backend="cupy"), optimizer=AdamW(lr=1e-2))
+        return trainer, _evict_and_train(trainer, X, y)
+
+    graphed, graphed_losses = run()
+    monkeypatch.setattr(cuda, "capture", lambda work: None)
+    eager, eager_losses = run()
+    assert graphed_losses == eager_losses
+    _assert_same(eager, graphed)
+
+
 def test_cpu_backends_record_nothing():
     """kernels.spec.Backend.capture: None where a backend has no graphs."""
     for name in ("numpy", "numba"):

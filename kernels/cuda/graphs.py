@@ -11,7 +11,8 @@ records what is queued on a stream between ``Stream.begin_capture`` and ``end_ca
   rest of its work.
 * A replay passes the arguments of the recording again: the same arrays (it reads their
   current values) and the same scalars. Whatever changes from step to step must therefore
-  be an array's contents, not a launch argument.
+  be an array's contents, not a launch argument. The replay holds the recorded work, so
+  the arrays that work refers to stay allocated as long as the replay does.
 * An allocation from CuPy's memory pool while recording would be a block the graph keeps
   writing to after CuPy has handed it to another array. The ops allocate their scratch
   once, at their first eager call (a warm-up); a memory hook watches the recording and a
@@ -73,8 +74,17 @@ def capture(work):
                       "a replay could not keep (a workspace evicted by other batch sizes, say); this "
                       "batch shape's steps run their kernels one by one instead", RuntimeWarning, stacklevel=2)
         return None
+    return _Replay(graph, work)
 
-    def replay():
-        graph.launch()  # on the current stream
 
-    return replay
+class _Replay:
+    """A recorded graph, launched on the current stream when called. It holds the recorded
+    ``work``, and so the arrays ``work`` refers to: a graph keeps their addresses, and
+    one replayed after CuPy's pool had taken an array back would write into whatever
+    array the pool handed that memory to next."""
+
+    def __init__(self, graph, work):
+        self._graph, self._work = graph, work
+
+    def __call__(self):
+        self._graph.launch()
