@@ -24,16 +24,18 @@ def test_train_step_has_no_net_allocation(backend_name, setup):
     model_options, trainer_options = SETUPS[setup]
     model = engine.MLP([20, 24, 16, 5], activation=["gelu", "prelu"], seed=0, backend=backend_name, **model_options)
     trainer = engine.Trainer(model, optimizer=engine.AdamW(), metrics=(), clip_global_norm=1.0, **trainer_options)
+    # The first steps compile, allocate workspaces and optimizer state and fill
+    # NumPy's and Python's internal caches; the next 100 must add nothing. Python keeps up
+    # to 2000 freed tuples of each small size (and fewer dicts, lists, floats) for reuse,
+    # which tracemalloc counts as allocated: a call with 20 arguments (an optimizer's) can
+    # fill one by a tuple a step, so the warm-up outlasts it (measured: 200 B a step for
+    # 1970 steps, then flat; the process's RSS stays flat throughout). It runs before
+    # tracemalloc starts, which would slow it several times over: memory allocated before
+    # is not traced, whether reused or freed later.
+    for i in range(2100):
+        trainer.train_step(X[i % 8], y[i % 8])
     tracemalloc.start()
     try:
-        # The first steps compile, allocate workspaces and optimizer state and fill
-        # NumPy's and Python's internal caches; the next 100 must add nothing. Python keeps
-        # up to 2000 freed tuples of each small size for reuse, which tracemalloc counts as
-        # allocated: a call with 20 arguments (an optimizer's) can fill one by a tuple a
-        # step, so the warm-up outlasts it (measured: 200 B a step for 1970 steps, then
-        # flat; the process's RSS stays flat throughout).
-        for i in range(2100):
-            trainer.train_step(X[i % 8], y[i % 8])
         before = tracemalloc.take_snapshot()
         for i in range(100):
             trainer.train_step(X[i % 8], y[i % 8])
