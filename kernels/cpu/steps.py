@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -291,7 +292,7 @@ def _load(source, name):
     try:
         if not path.exists():
             _GENERATED.mkdir(parents=True, exist_ok=True)
-            temporary = path.with_suffix(f".{id(source)}.tmp")
+            temporary = path.with_suffix(f".{os.getpid()}.tmp")  # a name of this process's
             temporary.write_text(source)
             temporary.replace(path)  # atomic: another process may be writing the same file
         module_spec = importlib.util.spec_from_file_location(f"kernels.cpu._steps.{name}", path)
