@@ -1,16 +1,17 @@
 """Dense forward/backward, dropout masks and output functions on CUDA (see kernels.spec).
 
-The GEMMs are cuBLAS calls (:mod:`kernels.cuda.gemm`, which a CUDA graph can record)
-into the given output arrays, at the precision :mod:`kernels.cuda.precision` selects; everything elementwise
-around them is one kernel of ``dense.cu``: bias, activation and dropout after the forward
-GEMM; dropout, activation derivative and the column sums ``db`` (and prelu's ``dslope``)
-before the backward GEMMs (for a frozen layer, ``backward_elements``: dZ alone, then only
-the GEMM of ``dX``). The dropout mask is never stored: both passes hash element indices
-again (``rng.cuh``, the hash of :mod:`kernels.rng`); the forward epilogue also sets the
-``alive`` flags of the diagnostics where asked. The forward epilogue and the
-dropout mask move 16 bytes per access (float4 / double2) where rows are a whole number of
-such vectors and the arrays start on 16 bytes (the engine's, from CuPy's pool, do), else
-one element; both hash each element's own index, so masks are the same either way.
+The GEMMs are cuBLAS calls (:mod:`kernels.cuda.gemm`, which a CUDA graph can record) into
+the given output arrays, at the precision :mod:`kernels.cuda.precision` selects;
+everything elementwise around them is one kernel of ``dense.cu``: bias, activation and
+dropout after the forward GEMM; dropout, activation derivative and the column sums ``db``
+(and prelu's ``dslope``) before the backward GEMMs (for a frozen layer,
+``backward_elements``: dZ alone, then only the GEMM of ``dX``). The dropout mask is never
+stored: both passes hash element indices again (``rng.cuh``, the hash of
+:mod:`kernels.rng`); the forward epilogue also sets the ``alive`` flags of the diagnostics
+where asked. The forward epilogue and the dropout mask move 16 bytes per access (float4 /
+double2) where rows are a whole number of such vectors and the arrays start on 16 bytes
+(the engine's, from CuPy's pool, do), else one element; both hash each element's own
+index, so masks are the same either way.
 
 The column sums are deterministic: rows are cut into chunks whose size depends on the
 batch size only (:func:`_row_chunks`), each chunk summed in a fixed order, then the
