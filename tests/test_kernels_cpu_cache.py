@@ -66,3 +66,63 @@ def test_updates_loaded_from_the_cache_give_the_bits_of_a_fresh_compile(tmp_path
     assert fresh.pop("from_cache") == [False, False]  # the first process compiled them
     assert cached.pop("from_cache") == [True, True]   # and the second loaded them
     assert cached == fresh
+
+
+# Two closures of one ``def`` share numba's index file. Each of two processes compiles one
+# of them, and before writing the index waits until the other is about to write it too
+# (at most 3 s: a lock that keeps the other out of its save would otherwise deadlock).
+_CLOSURES = textwrap.dedent("""
+    from numba import njit
+
+    def make(k):
+        @njit(cache=True)
+        def add_k(x):
+            return x + k
+        return add_k
+""")
+_COMPILE_ONE_AT_ONCE = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    import kernels.cpu.jit  # noqa: F401  (what is tested: it serializes numba's cache saves)
+    from numba.core import caching
+
+    folder, which = Path(sys.argv[1]), int(sys.argv[2])
+    sys.path.insert(0, str(folder))
+    import closures
+    save_index = caching.IndexDataCacheFile._save_index
+
+    def save_index_with_the_other(self, overloads):
+        (folder / f"saving{which}").touch()
+        deadline = time.monotonic() + 3
+        while not (folder / f"saving{1 - which}").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        save_index(self, overloads)
+
+    caching.IndexDataCacheFile._save_index = save_index_with_the_other
+    print(closures.make(which)(1.0))
+""")
+_LOAD_BOTH = textwrap.dedent("""
+    import json, sys
+    import kernels.cpu.jit  # noqa: F401
+    sys.path.insert(0, sys.argv[1])
+    import closures
+    functions = [closures.make(k) for k in (0, 1)]
+    print(json.dumps([[f(1.0), bool(f.stats.cache_hits)] for f in functions]))
+""")
+
+
+def test_two_processes_compiling_one_function_at_once_leave_a_sound_cache(tmp_path):
+    """numba's cache save is not safe across processes (kernels.cpu.jit serializes it):
+    each closure must come back from the cache as itself, in a third process."""
+    (tmp_path / "closures.py").write_text(_CLOSURES)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(ROOT)}
+    children = [subprocess.Popen([sys.executable, "-c", _COMPILE_ONE_AT_ONCE, str(tmp_path), str(k)], cwd=ROOT,
+                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in (0, 1)]
+    for k, child in enumerate(children):
+        out, err = child.communicate(timeout=300)
+        assert child.returncode == 0, err[-3000:]
+        assert float(out.split()[-1]) == 1.0 + k
+    loaded = subprocess.run([sys.executable, "-c", _LOAD_BOTH, str(tmp_path)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert json.loads(loaded.stdout.strip().splitlines()[-1]) == [[1.0, True], [2.0, True]]

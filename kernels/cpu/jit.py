@@ -43,7 +43,8 @@ def _drop_stale_cache():
         pass
     try:
         # kernels.cpu.steps' generated steps and their compiled code (which links kernels)
-        for path in [*cache.glob("*.nb[ic]"), *cache.glob("steps/*.py"), *cache.glob("steps/__pycache__/*.nb[ic]")]:
+        for path in [*cache.glob("*.nb[ic]"), *cache.glob("*.nbi.lock"), *cache.glob("steps/*.py"),
+                     *cache.glob("steps/__pycache__/*.nb[ic]"), *cache.glob("steps/__pycache__/*.nbi.lock")]:
             path.unlink(missing_ok=True)
         cache.mkdir(exist_ok=True)
         stamp.write_text(digest)
@@ -51,7 +52,51 @@ def _drop_stale_cache():
         pass
 
 
+def _serialize_cache_saves():
+    """Make numba save compiled code to its disk cache one process at a time.
+
+    numba keeps every overload of one function (its signatures, and the closures one
+    ``def`` makes: both kernels of :func:`serial_and_parallel`, each optimizer's update)
+    in one index file, each overload's code in a data file numbered by it. A save reads
+    the index, takes the first free number, writes the index, then the data, with no
+    lock: two processes that compile overloads of one function at once (pytest-xdist's
+    workers, MPI ranks on an empty cache) can take the same number, and the data file
+    then holds one process's code while the index may name it for the other's overload.
+    Every later process loads that wrong code: after a run of the tests on two workers,
+    the parallel SGD update added up wrong diagnostics in every process until the cache
+    was emptied (numba issue 4807 is the same race). Here each save holds an exclusive
+    lock (POSIX ``flock``) on a file beside the index, so the second process reads the
+    index the first wrote. Elsewhere (no fcntl, or a numba that saves otherwise) saves
+    stay as numba makes them.
+    """
+    try:
+        import fcntl
+        from numba.core.caching import IndexDataCacheFile
+    except ImportError:
+        return
+    unlocked = getattr(IndexDataCacheFile, "save", None)
+    if unlocked is None or getattr(unlocked, "serialized", False):
+        return
+
+    @functools.wraps(unlocked)
+    def save(self, key, data):
+        index = getattr(self, "_index_path", None)
+        try:
+            lock = open(f"{index}.lock", "a") if index else None
+        except OSError:  # numba's own writes will say what is wrong with the directory
+            lock = None
+        if lock is None:
+            return unlocked(self, key, data)
+        with lock:  # closing the file releases the lock
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return unlocked(self, key, data)
+
+    save.serialized = True
+    IndexDataCacheFile.save = save
+
+
 _drop_stale_cache()
+_serialize_cache_saves()
 
 FASTMATH = frozenset({"contract", "arcp", "reassoc"})
 
