@@ -251,13 +251,12 @@ class CompiledSteps:
             buffers = self._step_buffers = (np.empty((max(n_batches, 16), width), np.int64),
                                             np.empty((max(n_batches, 16), 9)))
         counters, constants = buffers[0][:n_batches], buffers[1][:n_batches]
-        for b, call in enumerate(calls):
-            row = counters[b]
-            row[0] = first + b
-            for j, i in enumerate(dropout):
-                row[1 + 2 * j:3 + 2 * j] = split_key(dropout_key(model._seed, first + b, i))
-            constants[b, :8] = call.constants
-            constants[b, 8] = call.lr
+        counters[:, 0] = np.arange(first, first + n_batches)
+        for j, i in enumerate(dropout):
+            counters[:, 1 + 2 * j:3 + 2 * j] = [split_key(dropout_key(model._seed, first + b, i))
+                                                for b in range(n_batches)]
+        # one conversion of the run's rows: filled row by row, this cost about 1 us a step
+        constants[:] = [(*call.constants, call.lr) for call in calls]
         return counters, constants
 
     def _arrays(self, n, X, y, shuffled):
