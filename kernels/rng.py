@@ -26,8 +26,9 @@ in float64 on every backend:
     z  = sqrt(-2 ln u1) cos(2 pi u2)
 
 Both uniforms are exact in float64 (33 significant bits at most), so every backend has
-the same uniforms bit for bit and z to within its libm's log, cos and sqrt (an ulp
-each). |z| <= sqrt(64 ln 2) = 6.66 (u1 = 2^-32): the tails beyond (probability 3e-11)
+the same uniforms bit for bit and z to within its log, cos and sqrt: libm's or CUDA's
+(an ulp each), the numba backend's own log and cos (kernels.cpu.vecmath, made of
+arithmetic so that the loop vectorises: within 2 and 3 ulp). |z| <= sqrt(64 ln 2) = 6.66 (u1 = 2^-32): the tails beyond (probability 3e-11)
 are cut. The dropout keep bits and the noise of one element never share a key
 (:func:`noise_key`).
 """

@@ -384,8 +384,9 @@ class Backend(Protocol):
             u1 = (h1 + 1) / 2^32,  u2 = h2 / 2^32,  z = sqrt(-2 ln u1) cos(2 pi u2)
 
         then ``z`` and ``s`` are rounded to X's dtype, and ``s z`` and the sum computed in
-        it. The hash words are the same on every backend bit for bit, z to its libm's
-        rounding. ``out`` has X's shape and dtype and may be X (noise added in place);
+        it. The hash words are the same on every backend bit for bit, z to a few ulp of its
+        log and cos (libm's; the numba backend's own, kernels.cpu.vecmath). ``out`` has X's
+        shape and dtype and may be X (noise added in place);
         :func:`kernels.rng.offset_key` gives a shard of rows the noise the whole batch
         would draw there, as for dropout masks."""
 

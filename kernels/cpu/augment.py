@@ -17,19 +17,23 @@ from .vecmath import cast_like, cast_to, clear
 def _build_gaussian_noise(loop):
     def gaussian_noise(x, std, key_lo, key_hi, second_hi, out):
         """``out[e] = x[e] + s z_e`` over flat arrays (``out`` may be ``x``)."""
-        n = x.size
         s = cast_to(std, x)
-        for block in loop(-(-n // ELEMENT_BLOCK)):
-            for e in range(block * ELEMENT_BLOCK, min(n, (block + 1) * ELEMENT_BLOCK)):
-                out[e] = x[e] + s * cast_like(noise_value(e, key_lo, key_hi, second_hi), s)
+        for block in loop(-(-x.size // ELEMENT_BLOCK)):
+            start = block * ELEMENT_BLOCK
+            # Views, indexed from 0: a loop over elements start..stop of the whole arrays
+            # stayed scalar (29 ns an element against 4).
+            x_block, out_block = x[start:start + ELEMENT_BLOCK], out[start:start + ELEMENT_BLOCK]
+            for i in range(x_block.size):
+                out_block[i] = x_block[i] + s * cast_like(noise_value(start + i, key_lo, key_hi, second_hi), s)
     return gaussian_noise
 
 
 _GAUSSIAN_NOISE = serial_and_parallel(_build_gaussian_noise)
-# An element of noise (two hashes, a log, a square root and a cosine: 29 ns here) costs
-# what about 16 elements of a streaming pass do, so the threads pay from 1/16 of the
-# streaming threshold on (measured on a 128 x 784 batch: 2.9 ms serial, 1.6 ms on 2 threads).
-NOISE_WORK_PER_ELEMENT = 16
+# An element of noise (two hashes, a log, a square root and a cosine, vectorised: 3.5 ns
+# here) costs what about 4 elements of a streaming pass do, so the threads pay from a
+# quarter of the streaming threshold on: measured 115 us serially against 99 on 2 threads
+# at 32768 elements, 58 against 75 at 16384.
+NOISE_WORK_PER_ELEMENT = 4
 
 
 def gaussian_noise(X, std, key, out):

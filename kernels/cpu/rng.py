@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import rng
 from .jit import inline, scalar
-from .vecmath import cast_like, cast_to
+from .vecmath import cast_like, cast_to, cos_turns, log_positive
 
 # uint32 throughout, truncating after each operation: numba computes with 64-bit
 # integers, and the truncations let LLVM use 32-bit vector multiplies (the 64-bit ones
@@ -75,13 +75,17 @@ def mask_value(dropout, index, key_lo, key_hi, threshold, scale):
     return scale if keep_bit(index, key_lo, key_hi, threshold) else cast_like(0.0, scale)
 
 
-@scalar
+@scalar(forceinline=True)
 def noise_value(index, key_lo, key_hi, second_hi):
     """The float64 standard normal value of element ``index`` (Box-Muller of kernels.rng on
-    the hash words under ``key_hi`` and ``second_hi = key_hi ^ NOISE_SECOND_STREAM``)."""
+    the hash words under ``key_hi`` and ``second_hi = key_hi ^ NOISE_SECOND_STREAM``).
+
+    Its log and cos are vecmath's, from arithmetic only, so that the noise's loop
+    vectorises: with libm's, an element cost 29 ns here, 3.5 now. All three are inlined
+    by force: left to LLVM they stayed calls, and the loop scalar (24 ns an element)."""
     u1 = (np.float64(hash_word(index, key_lo, key_hi)) + 1.0) * 2.0**-32
     u2 = np.float64(hash_word(index, key_lo, second_hi)) * 2.0**-32
-    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2.0 * math.pi * u2)
+    return math.sqrt(-2.0 * log_positive(u1)) * cos_turns(u2)
 
 
 def noise_args(key):
