@@ -124,7 +124,7 @@ _SQRT2 = math.sqrt(2.0)
 @scalar(forceinline=True)
 def log_positive(x):
     """ln(x) for a positive normal float64, from arithmetic only (vectorisable, unlike
-    ``math.log``), within 2 ulp of the exact value (tests/test_kernels_vecmath.py)."""
+    ``math.log``), within 2 ulp of the exact value (tests/test_kernels_augment.py)."""
     bits = _bits_from_f64(x)
     e = (bits >> 52) - 1023
     m = _f64_from_bits((bits & _MANTISSA_BITS_64) | _ONE_BITS_64)  # in [1, 2)
@@ -143,17 +143,17 @@ def log_positive(x):
 # cos(2 pi t) by symmetry on t in [0, 1/8], x = 2 pi t in [0, pi/4], and the Taylor series
 # of cos x and sin x to x^18 and x^19, whose remainders are below 1e-20.
 _TWO_PI = 2.0 * math.pi
-_COS = tuple((-1) ** k / math.factorial(2 * k) for k in range(9, 0, -1))  # x^18 ... x^2
-_SIN = tuple((-1) ** k / math.factorial(2 * k + 1) for k in range(9, 0, -1))  # x^19 ... x^3
-(_C18, _C16, _C14, _C12, _C10, _C8, _C6, _C4, _C2) = _COS
-(_S19, _S17, _S15, _S13, _S11, _S9, _S7, _S5, _S3) = _SIN
+(_C18, _C16, _C14, _C12, _C10, _C8, _C6, _C4, _C2) = (
+    (-1) ** k / math.factorial(2 * k) for k in range(9, 0, -1))
+(_S19, _S17, _S15, _S13, _S11, _S9, _S7, _S5, _S3) = (
+    (-1) ** k / math.factorial(2 * k + 1) for k in range(9, 0, -1))
 
 
 @scalar(forceinline=True)
 def cos_turns(t):
     """cos(2 pi t) for a float64 t in [0, 1) that is a multiple of 2^-32 (the noise's
     uniforms), from arithmetic only (vectorisable, unlike ``math.cos``), within 3 ulp,
-    or 2e-16 absolute near its zeros (tests/test_kernels_vecmath.py). The folds of t
+    or 2e-16 absolute near its zeros (tests/test_kernels_augment.py). The folds of t
     below are exact for such t: cos(2 pi t) = cos(2 pi (1 - t)) = -cos(2 pi (1/2 - t)),
     and cos(2 pi t) = sin(2 pi (1/4 - t))."""
     t = min(t, 1.0 - t)  # [0, 1/2]
