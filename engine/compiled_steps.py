@@ -8,8 +8,8 @@ batches (the gather of a shuffled batch included), as one call: the same kernels
 same arguments in the same order, so the weights, optimizer state, losses and metric sums
 are bit for bit those of the op-by-op path. Python still does, per step, what it does
 for an op-by-op step: the optimizer's learning rate (a schedule is called once per
-update) and constants (kernels.cpu.optim.deferred_updates), and the dropout keys; it
-hands them over in arrays.
+update) and constants (kernels.cpu.optim.deferred_updates), and the dropout and
+input-noise keys; it hands them over in arrays.
 
 Each batch size runs its first step in a process op by op. That step loads (or compiles)
 the kernels it calls as functions of their own, which the compiled call then runs: a
@@ -25,8 +25,9 @@ interrupts Python around it, the optimizer then counts exactly the updates made.
 Everything else runs op by op, as before: other backends, normalization layers, frozen
 layers, losses other than cross-entropy on class targets, penalties and max_norm,
 ``on_nonfinite="skip"`` (its next update depends on the host reading the verdict),
-diagnostics, row weights, input noise and mixup, data-parallel shards, host metrics and
-callbacks that read every batch's loss. ``Trainer(compiled_steps=False)`` turns it off.
+diagnostics, row weights, mixup, data-parallel shards, host metrics and callbacks that
+read every batch's loss. (fit's input noise runs inside the compiled runs, drawn as
+engine.augmentation draws it.) ``Trainer(compiled_steps=False)`` turns it off.
 
 When: the first call of a model's steps compiles them, some 4-8 s on a 2-core machine,
 once: numba keeps them on disk for every later process, which loads them in some 50 ms.
@@ -42,7 +43,7 @@ from __future__ import annotations
 import numpy as np
 
 from kernels import spec
-from kernels.rng import dropout_key, split_key
+from kernels.rng import dropout_key, noise_key, offset_key, split_key
 
 from . import backend as backend_module
 from . import optim
@@ -77,27 +78,29 @@ class CompiledSteps:
         self._cached_arrays = None  # (key, workspace, the arrays of _arrays)
         self._progress = np.zeros(1, np.int64)  # the batches a compiled call has trained on
         self._step_buffers = None  # (counters, constants) of _per_step
+        self._noised = None  # the buffer of noised batches, rows like X's
         self._warm = set()  # (id of a Stack, batch size) of _WARM, seen by this trainer
         self._seconds = {}  # (id of a Stack, batch size) -> seconds a batch of the last timed run
         self._at_hand = {}  # (id of a Stack, batch size) -> whether its steps were compiled before
         self._update_kind = None  # the optimizer's kernel (kernels.cpu.optim's), once asked
 
-    def stack(self, X, y, metrics=()):
+    def stack(self, X, y, metrics=(), input_noise=0.0):
         """The kernels.cpu.steps.Stack of steps on batches like (X, y) with device
-        ``metrics`` ((kind, threshold) pairs), or None where they run op by op."""
+        ``metrics`` ((kind, threshold) pairs) and fit's ``input_noise``, or None where they
+        run op by op."""
         if self._steps is None:
             return None
         trainer = self._trainer
         model, loss, penalties = trainer.model, trainer.loss, trainer.penalties
         settings = (id(loss), trainer.on_nonfinite, trainer._diagnostics is None, penalties.active,
                     penalties.max_norm, model._frozen, type(trainer.optimizer), X.shape, X.dtype, y.ndim, y.dtype,
-                    tuple(metrics))
+                    tuple(metrics), input_noise)
         stack = self._stacks.get(settings, False)
         if stack is False:
-            stack = self._stacks[settings] = self._describe(X, y, metrics)
+            stack = self._stacks[settings] = self._describe(X, y, metrics, input_noise)
         return stack
 
-    def _describe(self, X, y, metrics):
+    def _describe(self, X, y, metrics, input_noise):
         trainer, steps = self._trainer, self._steps
         model, loss, penalties = trainer.model, trainer.loss, trainer.penalties
         if (trainer._diagnostics is not None or trainer.on_nonfinite != "raise" or penalties.active
@@ -110,7 +113,7 @@ class CompiledSteps:
             return None
         ignore = spec.NO_IGNORE if loss.ignore_index is None else loss.ignore_index
         return steps.Stack(layers, loss.label_smoothing, ignore, loss.reduction == "mean", tuple(metrics),
-                           model.dtype.name)
+                           model.dtype.name, float(input_noise))
 
     def ready(self, stack, n, planned=0.0):
         """Whether the next steps of ``stack`` on batches of ``n`` rows run compiled: once
@@ -218,7 +221,7 @@ class CompiledSteps:
         if function is None:
             function = self._functions[key] = self._steps.compiled(stack, calls[0].kind, sizes, model._layout.size)
         counters, constants = self._per_step(stack, calls, first)
-        arrays = self._arrays(sizes[-1], X, y, order is not None)
+        arrays = self._arrays(sizes[-1], X, y, order is not None, stack.input_noise > 0.0)
         order = _NO_ORDER if order is None else order
         limits = trainer._limits()[1:]
         stand_ins = self._steps.stand_ins(model.dtype)
@@ -241,11 +244,14 @@ class CompiledSteps:
         """What changes from step to step, for the updates ``first, first + 1, ...`` of
         ``calls``: (counters, constants), views of buffers kept from call to call. A row of
         counters (int64) is the update's index, then the (key_lo, key_hi) of each dropout
-        layer's mask (kernels.rng), as the model draws them; a row of constants (float64)
-        the update's 8 kernel constants and its learning rate."""
+        layer's mask (kernels.rng), as the model draws them, then with input noise its
+        three counters (kernels.cpu.steps.noise_counters) under the key engine.augmentation
+        draws it with; a row of constants (float64) the update's 8 kernel constants and its
+        learning rate."""
         model = self._trainer.model
         dropout = [i for i, layer in enumerate(stack.layers) if layer.dropout > 0.0]
-        n_batches, width = len(calls), 1 + 2 * len(dropout)
+        noise = stack.input_noise > 0.0
+        n_batches, width = len(calls), 1 + 2 * len(dropout) + 3 * noise
         buffers = self._step_buffers
         if buffers is None or buffers[0].shape[0] < n_batches or buffers[0].shape[1] != width:
             buffers = self._step_buffers = (np.empty((max(n_batches, 16), width), np.int64),
@@ -255,14 +261,18 @@ class CompiledSteps:
         for j, i in enumerate(dropout):
             counters[:, 1 + 2 * j:3 + 2 * j] = [split_key(dropout_key(model._seed, first + b, i))
                                                 for b in range(n_batches)]
+        if noise:  # a whole batch's noise: its first row is row 0 (no data-parallel shard here)
+            counters[:, 1 + 2 * len(dropout):] = [
+                self._steps.noise_counters(offset_key(noise_key(model._seed, first + b), 0)) for b in range(n_batches)]
         # one conversion of the run's rows: filled row by row, this cost about 1 us a step
         constants[:] = [(*call.constants, call.lr) for call in calls]
         return counters, constants
 
-    def _arrays(self, n, X, y, shuffled):
+    def _arrays(self, n, X, y, shuffled, noise):
         """The model's arrays a compiled step takes, for batches of up to ``n`` rows: the
         layers' parameters and gradients, the workspace of ``n`` rows, the buffers of
-        shuffled batches (else X and y stand in), the flat buffers and their offsets."""
+        shuffled batches (else X and y stand in), that of the noised batch (else X stands
+        in), the flat buffers and their offsets."""
         model = self._trainer.model
         ws = model._workspace(n)
         key = (n, shuffled, X.shape[1:], X.dtype)
@@ -278,6 +288,15 @@ class CompiledSteps:
                       tuple(w.Z for w in workspaces), tuple(w.Y for w in workspaces),
                       tuple(w.dY for w in workspaces), xbuf, ybuf, model._params, model._grads, model._offsets)
             cached = self._cached_arrays = (key, ws, arrays)
+        arrays = cached[2]
+        noise_buffer = self._noise_buffer(n, X) if noise else X
         if not shuffled:  # X and y stand in for the shuffle buffers
-            return cached[2][:9] + (X, y) + cached[2][11:]
-        return cached[2]
+            return arrays[:9] + (X, y, noise_buffer) + arrays[11:]
+        return arrays[:11] + (noise_buffer,) + arrays[11:]
+
+    def _noise_buffer(self, n, X):
+        """A buffer of ``n`` rows like X's, kept from call to call: the noised batches."""
+        buffer = self._noised
+        if buffer is None or buffer.shape[0] < n or buffer.shape[1:] != X.shape[1:] or buffer.dtype != X.dtype:
+            buffer = self._noised = self._trainer.model._k.empty((n,) + X.shape[1:], X.dtype)
+        return buffer

@@ -529,8 +529,9 @@ class Trainer:
                 bar.set_description(f"{description} (compiling kernels)")
             # Runs of batches as one compiled call where the step allows (engine.compiled_steps).
             stack, compiled = None, self._compiled_steps
-            if not (host_metrics or batch_callbacks or augmentation.active or len(on_device) > 2 or self._parallel):
-                stack = compiled.stack(*on_device, [(kind, threshold) for _, kind, threshold in device_metrics])
+            if not (host_metrics or batch_callbacks or augmentation.mixup or len(on_device) > 2 or self._parallel):
+                stack = compiled.stack(*on_device, [(kind, threshold) for _, kind, threshold in device_metrics],
+                                       augmentation.input_noise)
             metric_slots = np.array([_METRIC_SUMS + 2 * i for i, _, _ in device_metrics], np.int64)
             b, op_by_op = 0, 0.0  # the time of the last step run op by op
             while b < len(slices):

@@ -147,6 +147,28 @@ def test_fit_bit_identical(shuffle, n_rows, compiled_calls):
     assert compiled_calls
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("n_in", [12, 1100], ids=["serial_noise", "both_noises"])
+def test_fit_with_input_noise_bit_identical(shuffle, n_in, compiled_calls):
+    """fit's input noise drawn inside the compiled runs: the same noise (kernel, key and
+    buffer as engine.augmentation's) as op by op, with dropout and a last batch of 22 rows;
+    with 1100 inputs, whole batches on the noise's parallel kernel and the last on its
+    serial one (kernels.cpu.augment.NOISE_WORK_PER_ELEMENT), in one compiled run."""
+    compiled, op_by_op = _pair(sizes=(n_in, 16, 4), dropout=0.1)
+    X, y = _data(n=150, n_in=n_in)
+    X_before = X.copy()
+    histories = [t.fit(X, y, epochs=3, batch_size=32, shuffle=shuffle, verbose=0, input_noise=0.3).history
+                 for t in (compiled, op_by_op)]
+    assert histories[0] == histories[1]
+    _assert_same_state(compiled, op_by_op)
+    assert np.array_equal(X, X_before)  # the noise went into a buffer, not into the data
+    assert any(stack.input_noise == 0.3 for stack in compiled_calls)
+    # and it changed the training: without noise, other weights
+    plain, _ = _pair(sizes=(n_in, 16, 4), dropout=0.1)
+    plain.fit(X, y, epochs=3, batch_size=32, shuffle=shuffle, verbose=0)
+    assert not np.array_equal(plain.model.get_weights()[0], compiled.model.get_weights()[0])
+
+
 def test_fit_across_the_parallel_threshold(compiled_calls):
     """Whole batches of 64 x 2048 hidden units run the parallel kernels, the last batch of 22
     rows the serial ones: one compiled run holds both, chosen per batch as op by op."""

@@ -8,19 +8,20 @@ already in memory, is one call into compiled code.
 How: a compiled function is generated for the stack (:class:`Stack`: the layers'
 activations, dropout and the loss, metrics and optimizer kernel), straight-line code
 that calls, in the trainer's order, the very kernels the op-by-op wrappers call
-(kernels.cpu.dense, .losses, .optim, .decisions) with the arguments they would pass:
-forward per layer, softmax cross-entropy, backward per layer, the gradient norms, the
-guard and the update, then the metrics' sums. So it computes what the op-by-op path
-computes, bit for bit, and a kernel is fixed in one place only. Where the wrappers choose
-a kernel's serial or parallel compilation by the size of its work, the generated code
-holds the one the batch sizes of the call need (both, tested at run time, where a run's
-batch sizes disagree), so the step links only what it runs.
+(kernels.cpu.augment, .dense, .losses, .optim, .decisions) with the arguments they would
+pass: fit's input noise, forward per layer, softmax cross-entropy, backward per layer, the
+gradient norms, the guard and the update, then the metrics' sums. So it computes what the
+op-by-op path computes, bit for bit, and a kernel is fixed in one place only. Where the
+wrappers choose a kernel's serial or parallel compilation by the size of its work, the
+generated code holds the one the batch sizes of the call need (both, tested at run time,
+where a run's batch sizes disagree), so the step links only what it runs.
 
 What changes from step to step comes in arrays: the update index (the guard's count and
 the optimizer's), the optimizer's constants and learning rate (computed in Python by the
-optimizer as for an op-by-op update, :func:`kernels.cpu.optim.deferred_updates`), and the
-dropout keys. A batch is rows ``bounds[b]:bounds[b + 1]`` of X, or of X's rows ``order``
-gathered into ``xbuf`` when shuffling.
+optimizer as for an op-by-op update, :func:`kernels.cpu.optim.deferred_updates`), the
+dropout keys and those of fit's input noise. A batch is rows ``bounds[b]:bounds[b + 1]``
+of X, or of X's rows ``order`` gathered into ``xbuf`` when shuffling; with input noise,
+the batch plus its noise in ``nbuf``.
 
 The generated source is written once to a file named by its digest under this package's
 ``__pycache__/steps`` (where numba's disk cache can keep its compiled code: numba caches
@@ -44,10 +45,11 @@ from numba.np.ufunc import parallel as _numba_parallel
 from .. import spec
 from . import blas
 from .activations import PRELU, IDENTITY, check_code
+from .augment import NOISE_WORK_PER_ELEMENT
 from .decisions import _NO_ROWS
 from .losses import _STAND_INS as _LOSS_STAND_INS
 from .jit import PARALLEL_MIN_WORK
-from .rng import mask_args
+from .rng import mask_args, noise_args
 
 _GENERATED = Path(__file__).parent / "__pycache__" / "steps"
 _LOADED = {}  # name of the source (its digest) -> compiled function
@@ -77,7 +79,8 @@ class Stack:
     """What a compiled step computes: ``layers`` (a tuple of :class:`Layer`, all trained),
     softmax cross-entropy on class targets (``label_smoothing``, ``ignore_index`` as
     kernels.spec's, ``mean`` or sum), ``metrics`` ((kernels.spec METRIC_* code, threshold)
-    pairs summed per batch on its logits and targets), and the ``dtype``."""
+    pairs summed per batch on its logits and targets), the ``dtype``, and fit's
+    ``input_noise`` (0: none)."""
 
     layers: tuple
     label_smoothing: float
@@ -85,6 +88,7 @@ class Stack:
     mean: bool
     metrics: tuple
     dtype: str
+    input_noise: float = 0.0
 
     def __post_init__(self):
         for layer in self.layers:
@@ -96,6 +100,12 @@ def stand_ins(dtype):
     the losses and target rows not asked for (so that the kernels' compilations are theirs)."""
     dtype = np.dtype(dtype)
     return _LOSS_STAND_INS[dtype, 1], _NO_ROWS[dtype]
+
+
+def noise_counters(key):
+    """The counters of a step's input noise under ``key`` (kernels.rng's, offset as
+    engine.augmentation offsets it): the kernel's (key_lo, key_hi, second_hi), as ints."""
+    return tuple(int(word) for word in noise_args(key))
 
 
 def supported(*arrays):
@@ -159,7 +169,7 @@ def _generate(stack, update_kind, rows, n_params):
     norms = src.kernel("grad_sq_norms", f"_GRAD_SQ_NORMS[{int(_parallel(n_params))}]")
     update = src.kernel("update", f"_UPDATES[{update_kind}][{int(_parallel(n_params))}]")
     add = src.add
-    add("def train_steps(X, y, order, bounds, Ws, bs, slopes, dWs, dbs, dslopes, Zs, Ys, dYs, xbuf, ybuf,", 0)
+    add("def train_steps(X, y, order, bounds, Ws, bs, slopes, dWs, dbs, dslopes, Zs, Ys, dYs, xbuf, ybuf, nbuf,", 0)
     add("params, grads, offsets, s1, s2, s3, seg_decay, seg_scale, sq_norms, record, loss_slot,", 4)
     add("metric_slots, counters, constants, flags, clip_value, clip_norm, clip_global_norm, no_losses, no_rows,", 4)
     add("progress):", 4)
@@ -175,6 +185,12 @@ def _generate(stack, update_kind, rows, n_params):
     add("yb[i] = y[row]", 4)
     add("else:", 2)
     add("xb, yb = X[start:stop], y[start:stop]", 3)
+    n_dropout = sum(layer.dropout > 0.0 for layer in stack.layers)
+    if stack.input_noise > 0.0:  # into nbuf, as engine.augmentation into its buffer
+        noise = _pick(src, "noise", "_GAUSSIAN_NOISE", stack.layers[0].fan_in * NOISE_WORK_PER_ELEMENT, rows)
+        keys = ", ".join(f"np.uint32(counters[b, {1 + 2 * n_dropout + j}])" for j in range(3))
+        _call(src, noise, f"xb.reshape(-1), {stack.input_noise!r}, {keys}, nbuf[:n].reshape(-1)", 2)
+        add("xb = nbuf[:n]", 2)
     add("step = counters[b, 0]", 2)
     add("c = constants[b]", 2)
     dropout_index = 0
@@ -238,7 +254,9 @@ def _generate(stack, update_kind, rows, n_params):
     add("progress[0] += 1", 2)
     add("return bounds.size - 1, 0", 1)
     header = ["# Generated by kernels.cpu.steps from the kernels it names: do not edit.",
+              "import numpy as np",
               "from numba import njit",
+              "from kernels.cpu.augment import _GAUSSIAN_NOISE",
               "from kernels.cpu.blas import gemm",
               "from kernels.cpu.decisions import _guard_update, _metric_sums",
               "from kernels.cpu.dense import DZ_IS_DY, DZ_IS_Z, _backward_kernels, _forward_kernels",
