@@ -105,6 +105,14 @@ class _Buffers:
             self.weights = None if weights is None else k.empty(n, weights.dtype)
 
 
+def input_noise_key(seed, step, first_element=0):
+    """The key of fit's input noise at update ``step`` of a model seeded ``seed``, for a
+    batch (or a data-parallel shard) whose first element is element ``first_element`` of
+    the step's whole batch: what :meth:`Augmentation.batch` draws with, and
+    engine.compiled_steps' runs of whole batches too."""
+    return offset_key(noise_key(seed, step), first_element)
+
+
 class Augmentation:
     """fit's ``input_noise``, ``mixup``, ``class_weight`` and ``sample_weight``, checked
     against the data (X, y) before the validation split, and applied per batch."""
@@ -168,7 +176,7 @@ class Augmentation:
                 dominant, host_perm = buffers.dominant, perm
             X, y = buffers.X, buffers.y
         if self.input_noise > 0:  # in place into the mixed batch (ours), else into our buffer
-            key = offset_key(noise_key(model._seed, step), first_row * X.shape[1])
+            key = input_noise_key(model._seed, step, first_row * X.shape[1])
             k.gaussian_noise(X, self.input_noise, key, buffers.X)
             X = buffers.X
         return X, y, weights, dominant, host_perm

@@ -43,10 +43,11 @@ from __future__ import annotations
 import numpy as np
 
 from kernels import spec
-from kernels.rng import dropout_key, noise_key, offset_key, split_key
+from kernels.rng import dropout_key, split_key
 
 from . import backend as backend_module
 from . import optim
+from .augmentation import input_noise_key
 from .losses import SoftmaxCrossEntropy
 
 _NO_ORDER = np.empty(0, np.int64)
@@ -261,9 +262,9 @@ class CompiledSteps:
         for j, i in enumerate(dropout):
             counters[:, 1 + 2 * j:3 + 2 * j] = [split_key(dropout_key(model._seed, first + b, i))
                                                 for b in range(n_batches)]
-        if noise:  # a whole batch's noise: its first row is row 0 (no data-parallel shard here)
-            counters[:, 1 + 2 * len(dropout):] = [
-                self._steps.noise_counters(offset_key(noise_key(model._seed, first + b), 0)) for b in range(n_batches)]
+        if noise:  # whole batches (no data-parallel shard here)
+            counters[:, 1 + 2 * len(dropout):] = [self._steps.noise_counters(input_noise_key(model._seed, first + b))
+                                                  for b in range(n_batches)]
         # one conversion of the run's rows: filled row by row, this cost about 1 us a step
         constants[:] = [(*call.constants, call.lr) for call in calls]
         return counters, constants

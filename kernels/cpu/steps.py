@@ -88,7 +88,7 @@ class Stack:
     mean: bool
     metrics: tuple
     dtype: str
-    input_noise: float = 0.0
+    input_noise: float
 
     def __post_init__(self):
         for layer in self.layers:
