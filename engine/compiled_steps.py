@@ -266,7 +266,7 @@ class CompiledSteps:
             counters[:, 1 + 2 * len(dropout):] = [self._steps.noise_counters(input_noise_key(model._seed, first + b))
                                                   for b in range(n_batches)]
         # one conversion of the run's rows: filled row by row, this cost about 1 us a step
-        constants[:] = [(*call.constants, call.lr) for call in calls]
+        constants[:] = [call.values for call in calls]
         return counters, constants
 
     def _arrays(self, n, X, y, shuffled, noise):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from typing import NamedTuple
 
 import numpy as np
 
@@ -27,6 +28,22 @@ def split_validation(X, y, fraction):
 def batch_slices(n, batch_size):
     """(start, stop) of each minibatch over ``n`` rows; the last may be shorter."""
     return [(start, min(start + batch_size, n)) for start in range(0, n, batch_size)]
+
+
+class EpochBatches(NamedTuple):
+    """An epoch's minibatches over ``n`` rows, worked out once per fit: ``slices`` of
+    :func:`batch_slices`, their ``sizes`` (float64, the weights of the epoch's mean loss)
+    and their ``edges`` (int64: batch b is rows ``edges[b]:edges[b + 1]``)."""
+
+    slices: list
+    sizes: np.ndarray
+    edges: np.ndarray
+
+    @classmethod
+    def over(cls, n, batch_size):
+        slices = batch_slices(n, batch_size)
+        return cls(slices, np.array([stop - start for start, stop in slices], np.float64),
+                   np.array([0] + [stop for _, stop in slices], np.int64))
 
 
 def standardize(train, *others):

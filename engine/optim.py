@@ -91,6 +91,8 @@ class Optimizer:
         """The learning rate of update ``iteration`` (default: the next one)."""
         iteration = self.iterations if iteration is None else iteration
         lr = self.lr(iteration) if callable(self.lr) else self.lr
+        if type(lr) is float and 0.0 <= lr < math.inf:  # the usual case, first: once per update
+            return lr
         if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)) or not math.isfinite(lr) or lr < 0:
             raise ValueError(f"lr schedule must return a finite number >= 0; at update {iteration} it returned {lr!r}")
         return float(lr)
@@ -111,10 +113,10 @@ class Optimizer:
         lr = self.last_lr = self.learning_rate()
         step = self.iterations + 1
         model = self._model
-        seg_l1, rule = self._seg_l1, self._l1_rule
         if model._trained_runs is None:
             self._update_all(params, grads, seg_scale, clip_value, lr, step, status, diag)
         else:
+            seg_l1, rule = self._seg_l1, self._l1_rule
             for run in model._trained_runs:
                 e, s = run.elements, run.segments
                 self._update(params[e], grads[e], {name: a[e] for name, a in self._state.items()},

@@ -27,7 +27,7 @@ from . import losses as losses_module
 from . import metrics as metrics_module
 from . import optim
 from .callbacks import Callback, History
-from .data import batch_slices, split_validation
+from .data import EpochBatches, batch_slices, split_validation
 from .diagnostics import EpochDiagnostics
 from .errors import NonFiniteError
 from .interrupts import HeldInterrupt, whole_step
@@ -416,6 +416,8 @@ class Trainer:
         k = self.model._k
         on_device = (k.to_device(X, self.model.dtype), k.to_device(y, y.dtype)) + \
             (() if augmentation.weights is None else (k.to_device(augmentation.weights, self.model.dtype),))
+        # The global batches: batch_size rows per rank, each rank computing on its shard.
+        batches = EpochBatches.over(len(X), batch_size * (1 if self._parallel is None else self._parallel.size))
         history = History()
         callbacks = [history] + self.callbacks + self._check_callbacks(callbacks)
         self._diagnostics = EpochDiagnostics(self.model) if diagnostics else None
@@ -441,7 +443,7 @@ class Trainer:
                 for epoch in range(epochs):
                     for c in callbacks:
                         c.on_epoch_begin(epoch)
-                    logs = self._fit_epoch(X, y, on_device, batch_size, shuffle, validation, history, callbacks,
+                    logs = self._fit_epoch(X, y, on_device, batches, shuffle, validation, history, callbacks,
                                            f"Epoch {epoch + 1}/{epochs}", verbose, augmentation)
                     if verbose == 2 and self.is_main_process:
                         print(f"Epoch {epoch + 1}/{epochs}: " + ", ".join(f"{k} {v:.4f}" for k, v in logs.items()))
@@ -488,7 +490,7 @@ class Trainer:
                 raise ValueError(f"{type(c).__name__} monitors {', '.join(map(repr, missing))}, which fit will not "
                                  f"log; it logs {', '.join(map(repr, logged))}{hint}")
 
-    def _fit_epoch(self, X, y, on_device, batch_size, shuffle, validation, history, callbacks, description,
+    def _fit_epoch(self, X, y, on_device, batches, shuffle, validation, history, callbacks, description,
                    verbose, augmentation):
         k = self.model._k
         order = self._rng.permutation(len(X)) if shuffle else None
@@ -498,9 +500,7 @@ class Trainer:
         if self._diagnostics is not None:
             self._diagnostics.reset()
         device_metrics, host_metrics = self._split_metrics(self.metrics, y)
-        # The global batches: batch_size rows per rank, each rank computing on its shard.
-        slices = batch_slices(len(X), batch_size * (1 if self._parallel is None else self._parallel.size))
-        sizes = np.array([stop - start for start, stop in slices], dtype=np.float64)
+        slices, sizes = batches.slices, batches.sizes
         n_sums = 2 * len(self.metrics)
         record = self._reserve(n_sums + len(slices))
         if n_sums:
@@ -541,7 +541,7 @@ class Trainer:
                     n = 1 if per_batch is None else _chunk(per_batch, len(slices) - b)
                     if n > 1 and not compiled.warm(stack, _rows(slices[-1])):  # only the last batch's size can differ
                         n = min(n, len(slices) - 1 - b)
-                    bounds = np.array([slices[b][0]] + [stop for _, stop in slices[b:b + n]])
+                    bounds = batches.edges[b:b + n + 1]
                     began = time.perf_counter()
                     compiled.run(stack, *on_device, order_device, bounds, first_slot + b, metric_slots)
                     seconds = (time.perf_counter() - began) / n
@@ -610,17 +610,18 @@ class Trainer:
             logs["lr"] = self.optimizer.learning_rate() if last is None else last
             if self.on_nonfinite == "skip":  # the epoch's updates left out for a NaN or Inf
                 logs["skipped"] = self.skipped_steps - first_skipped
-            postfix = {name: f"{value:.4f}" for name, value in logs.items()}
+            postfix = {} if bar.disable else {name: f"{value:.4f}" for name, value in logs.items()}
             if self._diagnostics is not None:  # per-layer values to the history, their summary to the bar
                 diagnostics = self._diagnostics.logs(len(slices))
                 logs.update(diagnostics)
                 postfix.update(EpochDiagnostics.postfix(diagnostics))
-            bar.set_postfix(postfix, refresh=True)
+            if not bar.disable:
+                bar.set_postfix(postfix, refresh=True)
         return logs
 
     def _kind_of_step(self):
         model = self.model
-        return (model.backend, model.dtype.name, tuple(a.name for a in model.activations), self.loss.name,
+        return (model.backend, model.dtype, tuple(a.name for a in model.activations), self.loss.name,
                 type(self.optimizer).__name__, self._diagnostics is not None)
 
     def _compiled(self, bar, description):

@@ -381,10 +381,10 @@ def _run(kind, params, grads, s1, s2, s3, offsets, seg_scale, seg_decay, clip_va
     kernel."""
     seg_l1 = _l1_coefficients(seg_l1, l1_rule)
     states = (params if s1 is None else s1, params if s2 is None else s2, params if s3 is None else s3)
-    constants = (*constants, *_NO_CONSTANTS[len(constants):])
+    constants += _PADDING[len(constants)]
     if _deferred:
         _deferred[-1].append(DeferredUpdate(kind, params, grads, states, offsets, seg_scale, seg_decay,
-                                            clip_value, constants, flags, seg_l1, float(lr), diag))
+                                            clip_value, constants + (float(lr),), flags, seg_l1, diag))
         return
     if status is not None and status[_SKIP] != 0:
         return
@@ -396,16 +396,17 @@ def _run(kind, params, grads, s1, s2, s3, offsets, seg_scale, seg_decay, clip_va
 
 class DeferredUpdate:
     """An update op's kernel call, made by :func:`deferred_updates` instead of run: the
-    kernel ``kind``, its arrays, its 8 ``constants`` and ``flags`` and its ``lr``."""
+    kernel ``kind``, its arrays, its ``flags``, and ``values``: its 8 constants then its lr
+    (a compiled step's row of per-step constants)."""
 
     __slots__ = ("kind", "params", "grads", "states", "offsets", "seg_scale", "seg_decay", "clip_value",
-                 "constants", "flags", "seg_l1", "lr", "diag")
+                 "values", "flags", "seg_l1", "diag")
 
-    def __init__(self, kind, params, grads, states, offsets, seg_scale, seg_decay, clip_value, constants, flags,
-                 seg_l1, lr, diag):
+    def __init__(self, kind, params, grads, states, offsets, seg_scale, seg_decay, clip_value, values, flags,
+                 seg_l1, diag):
         self.kind, self.params, self.grads, self.states, self.offsets = kind, params, grads, states, offsets
-        self.seg_scale, self.seg_decay, self.clip_value, self.constants = seg_scale, seg_decay, clip_value, constants
-        self.flags, self.seg_l1, self.lr, self.diag = flags, seg_l1, lr, diag
+        self.seg_scale, self.seg_decay, self.clip_value, self.values = seg_scale, seg_decay, clip_value, values
+        self.flags, self.seg_l1, self.diag = flags, seg_l1, diag
 
 
 _deferred = []  # the lists of the active deferred_updates(), innermost last
@@ -432,7 +433,7 @@ class deferred_updates:  # noqa: N801  (used as a function: ``with deferred_upda
 
 
 _UPDATES = tuple(_update_kernels(kind) for kind in range(6))  # by kind; compiled on first call
-_NO_CONSTANTS = (0.0,) * 8
+_PADDING = tuple((0.0,) * (8 - n) for n in range(9))  # by the number of an op's constants
 _SKIP = spec.GUARD_SKIP
 _L1_RULES = (spec.L1_GRADIENT, spec.L1_CLIPPED, spec.L1_PROXIMAL)
 
