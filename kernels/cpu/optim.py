@@ -222,8 +222,14 @@ def _moments(i, d, exp_avg, exp_avg_sq, beta1, one_minus_beta1, beta2, one_minus
 
 @row_loop
 def _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, scale, decay, clip_value, c, flags, l1, tally):
-    """Adam / AdamW (``decoupled``: ``p *= 1 - lr wd`` first), amsgrad (kernels.spec)."""
-    (lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, step_size, sqrt_bc2) = (
+    """Adam / AdamW (``decoupled``: ``p *= 1 - lr wd`` first), amsgrad (kernels.spec).
+
+    ``sqrt(v) / sqrt(1 - beta2^t)`` is computed as ``sqrt(v) * inv_sqrt_bc2``, the
+    reciprocal taken once per update: a division less per element, where the sqrt and the
+    divisions bound the loop (M's update serially 269 -> 204 us), for a rounding within
+    an ulp of the division's. The product cannot overflow: sqrt(v) is at most the
+    dtype's sqrt(max), and the reciprocal at most 1 / sqrt(1 - beta2)."""
+    (lr, beta1, one_minus_beta1, beta2, one_minus_beta2, eps, step_size, inv_sqrt_bc2) = (
         c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7])
     decoupled, amsgrad = flags
     shrink = cast_like(1.0, lr) - lr * decay
@@ -238,7 +244,7 @@ def _adam(p, g, exp_avg, exp_avg_sq, max_exp_avg_sq, scale, decay, clip_value, c
                 v_max = v
             max_exp_avg_sq[i] = v_max
             v = v_max
-        new = param - step_size * m / (math.sqrt(v) / sqrt_bc2 + eps)
+        new = param - step_size * m / (math.sqrt(v) * inv_sqrt_bc2 + eps)
         if l1 is not None:
             new = _l1_step(l1, old, new)
         p[i] = new
@@ -595,7 +601,7 @@ def adam(params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, offsets, seg_scale,
     _run(_ADAM, params, grads, exp_avg, exp_avg_sq, max_exp_avg_sq, offsets, seg_scale,
          seg_decay, clip_value, seg_l1, l1_rule, lr,
          (lr, beta1, 1.0 - beta1, beta2, 1.0 - beta2, eps, lr / bias_correction1,
-          math.sqrt(bias_correction2)),
+          1.0 / math.sqrt(bias_correction2)),
          (bool(decoupled), bool(amsgrad)), status, diag)
 
 
