@@ -48,6 +48,7 @@ from .activations import PRELU, IDENTITY, check_code
 from .augment import NOISE_WORK_PER_ELEMENT
 from .decisions import _NO_ROWS
 from .losses import _STAND_INS as _LOSS_STAND_INS
+from .optim import NORMS_WORK_PER_ELEMENT
 from .jit import PARALLEL_MIN_WORK
 from .rng import mask_args, noise_args
 
@@ -166,7 +167,7 @@ def _generate(stack, update_kind, rows, n_params):
     src = _Source()
     L = len(stack.layers)
     ce = _pick(src, "cross_entropy", "_CROSS_ENTROPY_CLASSES", stack.layers[-1].fan_out, rows)
-    norms = src.kernel("grad_sq_norms", f"_GRAD_SQ_NORMS[{int(_parallel(n_params))}]")
+    norms = src.kernel("grad_sq_norms", f"_GRAD_SQ_NORMS[{int(_parallel(n_params * NORMS_WORK_PER_ELEMENT))}]")
     update = src.kernel("update", f"_UPDATES[{update_kind}][{int(_parallel(n_params))}]")
     add = src.add
     add("def train_steps(X, y, order, bounds, Ws, bs, slopes, dWs, dbs, dslopes, Zs, Ys, dYs, xbuf, ybuf, nbuf,", 0)
