@@ -43,12 +43,13 @@ from __future__ import annotations
 import numpy as np
 
 from kernels import spec
-from kernels.rng import dropout_key, split_key
+from kernels.rng import split_key
 
 from . import backend as backend_module
 from . import optim
 from .augmentation import input_noise_key
 from .losses import SoftmaxCrossEntropy
+from .model import dropout_mask_key
 
 _NO_ORDER = np.empty(0, np.int64)
 _WARM = set()  # (Stack, batch size): an op-by-op step of them ran in this process
@@ -251,20 +252,20 @@ class CompiledSteps:
         learning rate."""
         model = self._trainer.model
         dropout = [i for i, layer in enumerate(stack.layers) if layer.dropout > 0.0]
-        noise = stack.input_noise > 0.0
-        n_batches, width = len(calls), 1 + 2 * len(dropout) + 3 * noise
+        dropout_columns, noise_column, width = stack.counter_columns
+        n_batches = len(calls)
         buffers = self._step_buffers
         if buffers is None or buffers[0].shape[0] < n_batches or buffers[0].shape[1] != width:
             buffers = self._step_buffers = (np.empty((max(n_batches, 16), width), np.int64),
                                             np.empty((max(n_batches, 16), 9)))
         counters, constants = buffers[0][:n_batches], buffers[1][:n_batches]
         counters[:, 0] = np.arange(first, first + n_batches)
-        for j, i in enumerate(dropout):
-            counters[:, 1 + 2 * j:3 + 2 * j] = [split_key(dropout_key(model._seed, first + b, i))
-                                                for b in range(n_batches)]
-        if noise:  # whole batches (no data-parallel shard here)
-            counters[:, 1 + 2 * len(dropout):] = [self._steps.noise_counters(input_noise_key(model._seed, first + b))
-                                                  for b in range(n_batches)]
+        for column, i in zip(dropout_columns, dropout):  # whole batches (no data-parallel shard here)
+            counters[:, column:column + 2] = [split_key(dropout_mask_key(model._seed, first + b, i))
+                                              for b in range(n_batches)]
+        if stack.input_noise > 0.0:
+            counters[:, noise_column:] = [self._steps.noise_counters(input_noise_key(model._seed, first + b))
+                                          for b in range(n_batches)]
         # one conversion of the run's rows: filled row by row, this cost about 1 us a step
         constants[:] = [call.values for call in calls]
         return counters, constants

@@ -67,6 +67,14 @@ def _check_normalization(value, argument):
     return value
 
 
+def dropout_mask_key(seed, step, layer, first_element=0):
+    """The key of the dropout mask of layer ``layer`` (0-based) at update ``step`` of a
+    model seeded ``seed``, for a batch (or a data-parallel shard) whose first mask element
+    is element ``first_element`` of the step's whole batch: what the model draws its
+    masks with, and engine.compiled_steps' runs of whole batches too."""
+    return offset_key(dropout_key(seed, step, layer), first_element)
+
+
 class _Workspace:
     """Every array one forward/backward at batch size ``n`` needs, allocated once: each
     layer's (engine.layers.LayerWorkspace; the last one's ``dY`` receives the loss
@@ -370,7 +378,7 @@ class MLP:
         for i, (layer, layer_ws) in enumerate(zip(self._layers, ws.layers)):
             key = 0
             if training and layer.dropout > 0.0:
-                key = offset_key(dropout_key(self._seed, step, i), first_row * layer.fan_out)
+                key = dropout_mask_key(self._seed, step, i, first_row * layer.fan_out)
             layer.forward(k, A, layer_ws, training, key, None if alive is None else alive[i])
             A = layer_ws.Y
         return A

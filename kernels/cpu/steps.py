@@ -95,6 +95,15 @@ class Stack:
         for layer in self.layers:
             check_code(layer.act)
 
+    @property
+    def counter_columns(self):
+        """Where a row of a step's int64 counters holds what, after the update's index in
+        column 0: (the first column of each dropout layer's mask key pair (key_lo, key_hi),
+        that of the input noise's three counters (:func:`noise_counters`), the row's width)."""
+        n_dropout = sum(layer.dropout > 0.0 for layer in self.layers)
+        noise = 1 + 2 * n_dropout
+        return tuple(range(1, noise, 2)), noise, noise + 3 * (self.input_noise > 0.0)
+
 
 def stand_ins(dtype):
     """The last two arguments of a compiled step: the stand-ins the op wrappers pass for
@@ -186,22 +195,21 @@ def _generate(stack, update_kind, rows, n_params):
     add("yb[i] = y[row]", 4)
     add("else:", 2)
     add("xb, yb = X[start:stop], y[start:stop]", 3)
-    n_dropout = sum(layer.dropout > 0.0 for layer in stack.layers)
+    dropout_columns, noise_column, _ = stack.counter_columns
     if stack.input_noise > 0.0:  # into nbuf, as engine.augmentation into its buffer
         noise = _pick(src, "noise", "_GAUSSIAN_NOISE", stack.layers[0].fan_in * NOISE_WORK_PER_ELEMENT, rows)
-        keys = ", ".join(f"np.uint32(counters[b, {1 + 2 * n_dropout + j}])" for j in range(3))
+        keys = ", ".join(f"np.uint32(counters[b, {noise_column + j}])" for j in range(3))
         _call(src, noise, f"xb.reshape(-1), {stack.input_noise!r}, {keys}, nbuf[:n].reshape(-1)", 2)
         add("xb = nbuf[:n]", 2)
     add("step = counters[b, 0]", 2)
     add("c = constants[b]", 2)
-    dropout_index = 0
+    columns = iter(dropout_columns)
     masks = []
     for i, layer in enumerate(stack.layers):
         if layer.dropout > 0.0:
             dropout, _, _, threshold, scale = mask_args(layer.dropout, 0, np.dtype(stack.dtype))
-            masks.append(f"{dropout}, counters[b, {1 + 2 * dropout_index}], counters[b, {2 + 2 * dropout_index}], "
-                         f"{threshold}, {scale!r}")
-            dropout_index += 1
+            column = next(columns)
+            masks.append(f"{dropout}, counters[b, {column}], counters[b, {column + 1}], {threshold}, {scale!r}")
         else:
             masks.append("False, 0, 0, 0, 1.0")
     # forward
