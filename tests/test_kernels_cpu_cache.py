@@ -14,6 +14,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 # Three steps of SGD with momentum and coupled decay, Adam and AdamW on a flat buffer of
@@ -126,3 +128,37 @@ def test_two_processes_compiling_one_function_at_once_leave_a_sound_cache(tmp_pa
                             capture_output=True, text=True, timeout=300)
     assert loaded.returncode == 0, loaded.stderr[-3000:]
     assert json.loads(loaded.stdout.strip().splitlines()[-1]) == [[1.0, True], [2.0, True]]
+
+
+def test_stale_cache_is_dropped_under_a_lock_that_keeps_the_lock_files(tmp_path):
+    """kernels.cpu.jit._drop_stale_cache on a package of stale cache files: it waits for the
+    lock another process holds before it reads the digest (so processes starting together
+    delete one at a time, and none deletes what another began to save), then deletes the
+    cache entries, keeps the save locks' files, and writes the new digest."""
+    fcntl = pytest.importorskip("fcntl")
+    package = tmp_path / "kernels" / "cpu"
+    cache = package / "__pycache__"
+    cache.mkdir(parents=True)
+    (package / "a.py").write_text("x = 1\n")
+    for name in ("spec.py", "rng.py"):
+        (package.parent / name).write_text("")
+    entries = [cache / "a.f-1.py311.nbi", cache / "a.f-1.py311.1.nbc"]
+    save_lock = cache / "a.f-1.py311.nbi.lock"
+    for path in (*entries, save_lock):
+        path.write_text("")
+    (cache / "numba-sources.sha256").write_text("the digest of other sources")
+    env = {key: value for key, value in os.environ.items() if key != "NUMBA_CACHE_DIR"}
+    code = ("import sys; from pathlib import Path; from kernels.cpu.jit import _drop_stale_cache; "
+            "print('ready', flush=True); _drop_stale_cache(Path(sys.argv[1]))")
+    with open(cache / "numba-sources.lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        child = subprocess.Popen([sys.executable, "-c", code, str(package)], cwd=ROOT, env=env,
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "ready"
+        with pytest.raises(subprocess.TimeoutExpired):
+            child.wait(timeout=1.0)
+        assert all(path.exists() for path in entries)
+    assert child.wait(timeout=120) == 0
+    assert not any(path.exists() for path in entries)
+    assert save_lock.exists()
+    assert (cache / "numba-sources.sha256").read_text() != "the digest of other sources"

@@ -21,9 +21,18 @@ import numba
 from numba import njit, prange
 from numba.core.cpu import CPUTargetOptions
 
-def _drop_stale_cache():
-    """Delete the numba cache files of kernels/cpu when the sources differ from those
-    that wrote them (their digest is kept beside them).
+def _drop_stale_cache(package=Path(__file__).parent):
+    """Delete the numba cache files of kernels/cpu (``package``) when the sources differ
+    from those that wrote them (their digest is kept beside them).
+
+    Processes starting together (pytest-xdist's workers, MPI ranks after an upgrade) do
+    this one at a time, under an exclusive lock on ``numba-sources.lock``: the first
+    deletes and writes the new digest, the others then find it and delete nothing. Without
+    the lock a later one deleted what the first had begun to save, the lock files of
+    :func:`_serialize_cache_saves` among it, and a lock file deleted while held no longer
+    excludes anyone (the next process locks a new file of that name): the saves raced
+    again, and the parallel SGD and Adam updates of later processes added up wrong
+    diagnostics. So the lock files are never deleted (a few empty files).
 
     Only the default location, ``__pycache__`` beside the sources, is handled: with
     NUMBA_CACHE_DIR set, or a read-only install (numba then caches per user), stale
@@ -31,25 +40,38 @@ def _drop_stale_cache():
     """
     if os.environ.get("NUMBA_CACHE_DIR"):
         return
-    here = Path(__file__).parent
-    sources = sorted(here.glob("*.py")) + [here.parent / "spec.py", here.parent / "rng.py"]
+    sources = sorted(package.glob("*.py")) + [package.parent / "spec.py", package.parent / "rng.py"]
     digest = hashlib.sha256(b"".join(path.read_bytes() for path in sources)).hexdigest()
-    cache = here / "__pycache__"
+    cache = package / "__pycache__"
     stamp = cache / "numba-sources.sha256"
     try:
-        if stamp.read_text() == digest:
-            return
-    except OSError:
-        pass
-    try:
-        # kernels.cpu.steps' generated steps and their compiled code (which links kernels)
-        for path in [*cache.glob("*.nb[ic]"), *cache.glob("*.nbi.lock"), *cache.glob("steps/*.py"),
-                     *cache.glob("steps/__pycache__/*.nb[ic]"), *cache.glob("steps/__pycache__/*.nbi.lock")]:
-            path.unlink(missing_ok=True)
         cache.mkdir(exist_ok=True)
-        stamp.write_text(digest)
-    except OSError:
-        pass
+        lock = open(cache / "numba-sources.lock", "a")
+    except OSError:  # read-only: numba will cache elsewhere
+        return
+    with lock:  # closing the file releases the lock
+        _lock_exclusively(lock)
+        try:
+            if stamp.read_text() == digest:
+                return
+        except OSError:
+            pass
+        try:
+            # kernels.cpu.steps' generated steps and their compiled code (which links kernels)
+            for path in [*cache.glob("*.nb[ic]"), *cache.glob("steps/*.py"), *cache.glob("steps/__pycache__/*.nb[ic]")]:
+                path.unlink(missing_ok=True)
+            stamp.write_text(digest)
+        except OSError:
+            pass
+
+
+def _lock_exclusively(file):
+    """An exclusive POSIX lock on the open ``file`` until it is closed (none without fcntl)."""
+    try:
+        import fcntl
+    except ImportError:
+        return
+    fcntl.flock(file, fcntl.LOCK_EX)
 
 
 def _serialize_cache_saves():
@@ -70,7 +92,7 @@ def _serialize_cache_saves():
     stay as numba makes them.
     """
     try:
-        import fcntl
+        import fcntl  # noqa: F401  (where it is missing, saves stay numba's)
         from numba.core.caching import IndexDataCacheFile
     except ImportError:
         return
@@ -88,7 +110,7 @@ def _serialize_cache_saves():
         if lock is None:
             return unlocked(self, key, data)
         with lock:  # closing the file releases the lock
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            _lock_exclusively(lock)
             return unlocked(self, key, data)
 
     save.serialized = True
