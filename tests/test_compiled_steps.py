@@ -198,6 +198,35 @@ def test_fit_nonfinite_raises_at_the_same_step(compiled_calls):
     assert compiled_calls
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the overflow on purpose
+@pytest.mark.parametrize("clip_value", [None, 0.5])
+def test_infinite_gradient_of_a_finite_loss(compiled_calls, clip_value):
+    """Batch 3's first feature is 3e38 and its weights 0 (no earlier batch moved them): a
+    finite loss whose weight gradient overflows. The compiled step's check of the gradients
+    finds it and computes the norms as op by op: unclipped, the error names the gradient
+    at the third update; clipped to 0.5, both train on alike."""
+    compiled, op_by_op = _pair(optimizer=AdamW, trainer_args={
+        "clip_value": clip_value, "loss": engine.losses.SoftmaxCrossEntropy(reduction="sum")})
+    X, y = _data(n=128)
+    X[:, 0] = 0.0
+    X[64:96, 0] = 3e38
+    outcomes = []
+    for trainer in (compiled, op_by_op):
+        weights = trainer.model.get_weights()
+        weights[0][0] = 0.0
+        trainer.model.set_weights(weights)
+        try:
+            trainer.fit(X, y, epochs=1, batch_size=32, shuffle=False, verbose=0)
+            outcomes.append(None)
+        except engine.NonFiniteError as error:
+            outcomes.append(str(error))
+    assert outcomes[0] == outcomes[1]
+    if clip_value is None:
+        assert "gradient at step 2" in outcomes[0]  # the third update, counted from 0
+    _assert_same_state(compiled, op_by_op)
+    assert compiled_calls
+
+
 def test_schedule_error_raised_after_the_updates_before_it(compiled_calls):
     def schedule(step):
         if step == 7:

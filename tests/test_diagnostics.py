@@ -11,6 +11,11 @@ values fit logs, by hand from the weights, and the update ratio on the digits at
 at bad learning rates.
 """
 import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,6 +31,7 @@ from test_kernels_dense import parallel_cpu  # noqa: F401  (a fixture)
 from test_kernels_optim import (CLIPS, LAYOUTS, NO_L1, OPTIMIZERS, STEPS, assert_history_close,
                                 flat_problem, run_steps)
 
+ROOT = Path(__file__).resolve().parent.parent
 BACKENDS = [pytest.param("reference"), pytest.param("cpu"), pytest.param("cuda", marks=pytest.mark.gpu)]
 
 
@@ -230,6 +236,38 @@ def test_update_diag_parallel_kernel(parallel_cpu, name):
     history, diag, offsets = run_with_diag(parallel_cpu, name, LAYOUTS["model"], np.float32)
     assert_diag_by_hand(history, diag, offsets, name)
     np.testing.assert_array_equal(diag, serial[1])
+
+
+def test_update_diag_parallel_kernel_after_an_undiagnosed_one(tmp_path):
+    """In a fresh process and cache: the parallel AdamW update without diag, then with it.
+    numba 0.68 miscompiled the second when one dispatcher compiled both (every segment's
+    sums became the sum over all segments, or garbage), in the process and in the disk
+    cache; kernels.cpu.optim gives diagnosed updates dispatchers of their own."""
+    code = textwrap.dedent("""
+        import sys
+        import numpy as np
+        import kernels.cpu as k
+        from kernels.cpu import optim
+        sys.path.insert(0, "tests")
+        from test_kernels_optim import LAYOUTS, flat_problem
+
+        def diag_of(parallel, diagnosed=True):
+            optim.PARALLEL_MIN_WORK = 0 if parallel else 1 << 60
+            params, grads, offsets, seg_scale, seg_decay = flat_problem(LAYOUTS["model"], np.float32, seed=0)
+            m, v = np.zeros_like(params), np.zeros_like(params)
+            diag = np.zeros((len(offsets) - 1, 2)) if diagnosed else None
+            k.adam(params, grads[0], m, v, None, offsets, seg_scale, seg_decay, 0.5, None, 0, 1e-2, 0.9, 0.999,
+                   1e-8, 1, True, False, diag=diag)
+            return diag
+
+        diag_of(parallel=True, diagnosed=False)
+        print(np.array_equal(diag_of(parallel=True), diag_of(parallel=False)))
+    """)
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True"]
 
 
 def test_sgd_update_ratio_is_lr_times_the_gradient_norm(backend, dtype):

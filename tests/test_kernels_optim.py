@@ -185,3 +185,27 @@ def test_parallel_kernels(parallel_cpu, ref, name):
     parallel_cpu.grad_sq_norms(grads[0], offsets, 0.5, got)
     ref.grad_sq_norms(grads[0], offsets, 0.5, expected)
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=0)  # as test_grad_sq_norms
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel", ["serial", "parallel"])
+def test_all_finite(kernel, dtype):
+    """kernels.cpu's check of a gradient buffer (compiled steps run it before the norms)
+    against np.isfinite(...).all(): one element, odd sizes, several parallel blocks, a
+    strided view, and an inf, -inf or NaN anywhere (first, last, mid-vector), or a finite
+    value at the dtype's largest. CPU-only: an internal kernel, not a spec op."""
+    pytest.importorskip("numba")
+    from kernels.cpu.optim import _ALL_FINITE
+
+    check = _ALL_FINITE[kernel == "parallel"]
+    rng = np.random.default_rng(4)
+    for n in (1, 7, 33, 16384 * 2 + 5):
+        values = rng.standard_normal(n).astype(dtype)
+        assert check(values) is True
+        for view in (values[::2], values[1::3]):
+            assert check(view) == bool(np.isfinite(view).all())
+        for position in sorted({0, n // 2, n - 1}):
+            for bad in (np.inf, -np.inf, np.nan, np.finfo(dtype).max):
+                spoiled = values.copy()
+                spoiled[position] = bad
+                assert check(spoiled) == bool(np.isfinite(spoiled).all()), (n, position, bad)

@@ -308,8 +308,9 @@ def _block_start(offsets, block, n):
 
 
 @functools.cache
-def _update_kernels(kind):
-    """(serial, parallel) update kernel of one optimizer."""
+def _update_kernels(kind, diagnosed=False):
+    """(serial, parallel) update kernel of one optimizer; ``diagnosed``: the kernels of
+    the updates that add to ``diag`` (see _DIAGNOSED_UPDATES), else of those that do not."""
 
     def build(loop):
         parallel = loop is prange
@@ -394,7 +395,7 @@ def _run(kind, params, grads, s1, s2, s3, offsets, seg_scale, seg_decay, clip_va
         return
     if status is not None and status[_SKIP] != 0:
         return
-    _UPDATES[kind][params.size >= PARALLEL_MIN_WORK](
+    (_UPDATES if diag is None else _DIAGNOSED_UPDATES)[kind][params.size >= PARALLEL_MIN_WORK](
         params, grads, *states, np.asarray(offsets, dtype=np.int64),
         np.asarray(seg_scale, dtype=np.float64), np.asarray(seg_decay, dtype=np.float64),
         clip_value, *constants, flags, seg_l1, int(l1_rule), float(lr), diag)
@@ -439,6 +440,13 @@ class deferred_updates:  # noqa: N801  (used as a function: ``with deferred_upda
 
 
 _UPDATES = tuple(_update_kernels(kind) for kind in range(6))  # by kind; compiled on first call
+# The updates that add to ``diag`` run dispatchers of their own. Compiled after the same
+# dispatcher's overload without it (``diag`` None), numba 0.68 miscompiled the parallel
+# kernel's overload with it, in that process and in the disk cache: its sums came out as
+# the sum over every segment, or garbage (tests/test_diagnostics.py, in any process that
+# ran an undiagnosed parallel update first). A dispatcher that only ever sees ``diag``
+# given compiles it right.
+_DIAGNOSED_UPDATES = tuple(_update_kernels(kind, diagnosed=True) for kind in range(6))
 _PADDING = tuple((0.0,) * (8 - n) for n in range(9))  # by the number of an op's constants
 _SKIP = spec.GUARD_SKIP
 _L1_RULES = (spec.L1_GRADIENT, spec.L1_CLIPPED, spec.L1_PROXIMAL)
@@ -548,11 +556,25 @@ def _build_grad_sq_norms(loop):
 
 
 _GRAD_SQ_NORMS = serial_and_parallel(_build_grad_sq_norms)
+def _build_all_finite(loop):
+    def all_finite(values):
+        """Whether every element of the 1-D ``values`` is finite: ``sum_i (v_i - v_i)`` in
+        the dtype is 0, where an inf or a NaN makes it NaN. (The subtraction stays: the
+        kernels' fastmath flags have no 'nnan' or 'ninf', under which it would fold to 0.)
+        Half the work of grad_sq_norms' pass, which converts to float64 and squares."""
+        total = cast_to(0.0, values)
+        for i in loop(values.size):
+            total += values[i] - values[i]
+        return total == 0
+    return all_finite
+
+
+_ALL_FINITE = serial_and_parallel(_build_all_finite)
 # Without a penalty an element of the norms is a conversion and a multiply-add, 0.09 ns on
 # one core here, some 8x less than the streaming pass PARALLEL_MIN_WORK assumes; so the
 # threads' wake-up pays only from 8x its elements: M's 669,706 gradients took 59 us
 # serially against 85 on 2 threads, its AdamW update (0.34 ns an element) 230 against 159.
-NORMS_WORK_PER_ELEMENT = 1 / 8
+NORMS_WORK_PER_ELEMENT = 1 / 8  # and the lighter _ALL_FINITE's
 
 
 def grad_sq_norms(grads, offsets, clip_value, out, acc=None, params=None, seg_l1=None, seg_l2=None,

@@ -11,7 +11,10 @@ that calls, in the trainer's order, the very kernels the op-by-op wrappers call
 (kernels.cpu.augment, .dense, .losses, .optim, .decisions) with the arguments they would
 pass: fit's input noise, forward per layer, softmax cross-entropy, backward per layer, the
 gradient norms, the guard and the update, then the metrics' sums. So it computes what the
-op-by-op path computes, bit for bit, and a kernel is fixed in one place only. Where the
+op-by-op path computes, bit for bit, and a kernel is fixed in one place only. (One
+pass differs and gives the same bits: unclipped float32 gradients are first checked for
+an inf or NaN by a lighter pass, the norms computed only where it finds one, since the
+guard then reads nothing else of them.) Where the
 wrappers choose a kernel's serial or parallel compilation by the size of its work, the
 generated code holds the one the batch sizes of the call need (both, tested at run time,
 where a run's batch sizes disagree), so the step links only what it runs.
@@ -176,7 +179,8 @@ def _generate(stack, update_kind, rows, n_params):
     src = _Source()
     L = len(stack.layers)
     ce = _pick(src, "cross_entropy", "_CROSS_ENTROPY_CLASSES", stack.layers[-1].fan_out, rows)
-    norms = src.kernel("grad_sq_norms", f"_GRAD_SQ_NORMS[{int(_parallel(n_params * NORMS_WORK_PER_ELEMENT))}]")
+    norms_parallel = int(_parallel(n_params * NORMS_WORK_PER_ELEMENT))
+    norms = src.kernel("grad_sq_norms", f"_GRAD_SQ_NORMS[{norms_parallel}]")
     update = src.kernel("update", f"_UPDATES[{update_kind}][{int(_parallel(n_params))}]")
     add = src.add
     add("def train_steps(X, y, order, bounds, Ws, bs, slopes, dWs, dbs, dslopes, Zs, Ys, dYs, xbuf, ybuf, nbuf,", 0)
@@ -252,7 +256,20 @@ def _generate(stack, update_kind, rows, n_params):
         add(f"gemm({x}.T, {dz}, dWs[{i}])", 3)
         if i > 0:
             add(f"gemm({dz}, Ws[{i}].T, {dx})", 3)
-    add(f"{norms}(grads, offsets, clip_value, sq_norms, None, None, None, None, True, None)", 2)
+    norms_call = f"{norms}(grads, offsets, clip_value, sq_norms, None, None, None, None, True, None)"
+    if stack.dtype == "float32":
+        # Unclipped, the guard reads the norms only for whether their sum is finite, and a
+        # float64 sum of float32 squares is finite exactly where every gradient is: so a
+        # lighter pass answers, and the norms are computed only where it finds an inf or NaN
+        # (then as op by op: clip_value may make them finite). Zero norms give the guard's
+        # seg_scale of 1, as any finite norms do without clipping.
+        finite = src.kernel("all_finite", f"_ALL_FINITE[{norms_parallel}]")
+        add(f"if clip_norm == np.inf and clip_global_norm == np.inf and {finite}(grads):", 2)
+        add("sq_norms[:] = 0.0", 3)
+        add("else:", 2)
+        add(norms_call, 3)
+    else:  # a float64 square may overflow where the gradient is finite
+        add(norms_call, 2)
     add("_guard_update(total, sq_norms, clip_norm, clip_global_norm, step, True, seg_scale, status)", 2)
     add("if status[GUARD_SKIP] == 0:", 2)
     add(f"{update}(params, grads, s1, s2, s3, offsets, seg_scale, seg_decay, clip_value, c[0], c[1], c[2], "
@@ -270,7 +287,7 @@ def _generate(stack, update_kind, rows, n_params):
               "from kernels.cpu.decisions import _guard_update, _metric_sums",
               "from kernels.cpu.dense import DZ_IS_DY, DZ_IS_Z, _backward_kernels, _forward_kernels",
               "from kernels.cpu.losses import _CROSS_ENTROPY_CLASSES",
-              "from kernels.cpu.optim import _GRAD_SQ_NORMS, _UPDATES",
+              "from kernels.cpu.optim import _ALL_FINITE, _GRAD_SQ_NORMS, _UPDATES",
               f"GUARD_SIZE, GUARD_SKIP = {spec.GUARD_SIZE}, {spec.GUARD_SKIP}"]
     header += [f"{name} = {expression}" for name, expression in sorted(src.names.items())]
     return "\n".join(header) + "\n\n\n@njit(cache=True, error_model='numpy')\n" + "\n".join(src.lines) + "\n"
