@@ -84,9 +84,11 @@ def _serialize_cache_saves():
     lock: two processes that compile overloads of one function at once (pytest-xdist's
     workers, MPI ranks on an empty cache) can take the same number, and the data file
     then holds one process's code while the index may name it for the other's overload.
-    Every later process loads that wrong code: after a run of the tests on two workers,
-    the parallel SGD update added up wrong diagnostics in every process until the cache
-    was emptied (numba issue 4807 is the same race). Here each save holds an exclusive
+    Every later process may then load that wrong code, or miss an overload the index lost
+    (tests/test_kernels_cpu_cache.py shows the second; numba issue 4807 is the same race).
+    (Wrong diagnostics of the parallel SGD and Adam updates after test runs, first put
+    down to this race, came from a numba miscompile: see kernels.cpu.optim's
+    _DIAGNOSED_UPDATES.) Here each save holds an exclusive
     lock (POSIX ``flock``) on a file beside the index, so the second process reads the
     index the first wrote. Elsewhere (no fcntl, or a numba that saves otherwise) saves
     stay as numba makes them.
