@@ -30,9 +30,8 @@ def _drop_stale_cache(package=Path(__file__).parent):
     deletes and writes the new digest, the others then find it and delete nothing. Without
     the lock a later one deleted what the first had begun to save, the lock files of
     :func:`_serialize_cache_saves` among it, and a lock file deleted while held no longer
-    excludes anyone (the next process locks a new file of that name): the saves raced
-    again, and the parallel SGD and Adam updates of later processes added up wrong
-    diagnostics. So the lock files are never deleted (a few empty files).
+    excludes anyone (the next process locks a new file of that name), and the saves could
+    race again. So the lock files are never deleted (a few empty files).
 
     Only the default location, ``__pycache__`` beside the sources, is handled: with
     NUMBA_CACHE_DIR set, or a read-only install (numba then caches per user), stale
@@ -90,11 +89,10 @@ def _serialize_cache_saves():
     down to this race, came from a numba miscompile: see kernels.cpu.optim's
     _DIAGNOSED_UPDATES.) Here each save holds an exclusive
     lock (POSIX ``flock``) on a file beside the index, so the second process reads the
-    index the first wrote. Elsewhere (no fcntl, or a numba that saves otherwise) saves
-    stay as numba makes them.
+    index the first wrote. Without fcntl the saves are not locked; with a numba that saves
+    otherwise they stay as numba makes them.
     """
     try:
-        import fcntl  # noqa: F401  (where it is missing, saves stay numba's)
         from numba.core.caching import IndexDataCacheFile
     except ImportError:
         return

@@ -556,6 +556,8 @@ def _build_grad_sq_norms(loop):
 
 
 _GRAD_SQ_NORMS = serial_and_parallel(_build_grad_sq_norms)
+
+
 def _build_all_finite(loop):
     def all_finite(values):
         """Whether every element of the 1-D ``values`` is finite: ``sum_i (v_i - v_i)`` in
