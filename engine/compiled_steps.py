@@ -201,12 +201,13 @@ class CompiledSteps:
         caller runs them), and the error that stopped them early, or None: a learning-rate
         schedule's, raised once the updates before it are made."""
         trainer = self._trainer
-        optimizer, model = trainer.optimizer, trainer.model
-        clip_value = trainer._limits()[0]
+        model = trainer.model
+        apply = trainer.optimizer.apply
+        arguments = (model._params, model._grads, trainer._seg_scale, trainer._limits()[0], trainer._status)
         with self._deferred_updates() as calls:
             try:
                 for _ in range(count):
-                    optimizer.apply(model._params, model._grads, trainer._seg_scale, clip_value, trainer._status)
+                    apply(*arguments)
             except Exception as error:  # noqa: BLE001  (a schedule is user code: re-raised by run)
                 return calls, error
         return calls, None

@@ -427,7 +427,7 @@ class MLP:
         return self._infer(X, batch_size, OUTPUTS[self.output], to_host)
 
     def _infer(self, X, batch_size, output_code, to_host):
-        X = check_features(X, self.sizes[0], self.dtype)
+        X = check_features(X, self.sizes[0], self.dtype, all_finite=self._k.all_finite)
         if batch_size is not None:
             batch_size = number(batch_size, "batch_size", low=1, integer=True)
         if not isinstance(to_host, bool):

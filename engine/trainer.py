@@ -203,7 +203,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ steps
     def _check_data(self, X, y, x_argument="X", y_argument="y"):
-        X = check_features(X, self.model.sizes[0], self.model.dtype, x_argument)
+        X = check_features(X, self.model.sizes[0], self.model.dtype, x_argument, self.model._k.all_finite)
         return X, self.loss.check_targets(y, X.shape[0], self.model.sizes[-1], self.model.dtype, y_argument)
 
     @distributed.collective

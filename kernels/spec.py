@@ -185,6 +185,12 @@ class Backend(Protocol):
         the int64 backend array ``index`` (n,) into ``out`` (n, ...), e.g. a shuffled
         minibatch of a data set kept on the device."""
 
+    def all_finite(self, values) -> bool:
+        """Whether no element of ``values`` is NaN or an inf: a backend array or a host
+        NumPy array of any shape, strides and real dtype (an integer or bool array is), the
+        latter checked where it is, on the host. The trainer's check of its inputs (an
+        empty array is finite)."""
+
     # ----------------------------------------------------------------- graphs
     def capture(self, work) -> Callable[[], None] | None:
         """``work`` (a function of no arguments that queues ops of this backend) recorded

@@ -108,6 +108,11 @@ def _take_rows(d, rng, dtype):
     return Inputs([src, index, out], (2,), 2 * out.nbytes + index.nbytes)
 
 
+def _all_finite(d, rng, dtype):
+    data = _normal(rng, (64 * d["batch"], d["fan_in"]), dtype)  # the data set fit checks, 64 batches
+    return Inputs([data], (), data.nbytes)
+
+
 def _layer(d, rng, dtype):
     n, i, o = d["batch"], d["fan_in"], d["fan_out"]
     X = _normal(rng, (n, i), dtype)
@@ -316,6 +321,7 @@ BUILDERS: dict[str, Callable] = {
     "zeros": _allocation,
     "copy_into": _copy_into,
     "take_rows": _take_rows,
+    "all_finite": _all_finite,
     "dense_forward": _dense_forward,
     "dense_backward": _dense_backward,
     "norm_forward": _norm_forward,

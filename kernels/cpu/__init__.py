@@ -80,7 +80,7 @@ from .decisions import guard_update, metric_sums  # noqa: E402
 from .dense import apply_output, dense_backward, dense_forward, dropout_mask  # noqa: E402
 from .losses import binary_cross_entropy, huber, mse, softmax_cross_entropy  # noqa: E402
 from .norm import norm_backward, norm_forward  # noqa: E402
-from .optim import adadelta, adagrad, adam, grad_sq_norms, nadam, rmsprop, sgd  # noqa: E402
+from .optim import adadelta, adagrad, adam, all_finite, grad_sq_norms, nadam, rmsprop, sgd  # noqa: E402
 
 name = "numba"
 gemm_library = blas.gemm_library()

@@ -12,7 +12,7 @@ except ImportError as error:
     raise ImportError(f"CuPy is not installed ({error}); install it with pip install "
                       "'fusedense[cuda12]' (CUDA 12) or 'fusedense[cuda13]' (CUDA 13)") from None
 
-from .arrays import copy_into, empty, take_rows, to_device, to_host, zeros  # noqa: E402
+from .arrays import all_finite, copy_into, empty, take_rows, to_device, to_host, zeros  # noqa: E402
 from .augment import gaussian_noise, mix_class_targets, mix_rows  # noqa: E402
 from .constraints import max_norm  # noqa: E402
 from .graphs import capture  # noqa: E402

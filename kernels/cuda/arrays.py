@@ -40,3 +40,11 @@ def copy_into(dst, src):
 
 def take_rows(src, index, out):
     cupy.take(src, index, axis=0, out=out)
+
+
+def all_finite(values):
+    """spec.Backend.all_finite: a CuPy array on its device (one reduction, whose result
+    the host waits for), a NumPy array on the host, where it is."""
+    if isinstance(values, np.ndarray):
+        return bool(np.isfinite(values).all())
+    return bool(cupy.isfinite(values).all())

@@ -2,7 +2,7 @@
 
 It is the oracle every other backend is tested against, not a fast path.
 """
-from .arrays import capture, copy_into, empty, take_rows, to_device, to_host, zeros
+from .arrays import all_finite, capture, copy_into, empty, take_rows, to_device, to_host, zeros
 from .augment import gaussian_noise, mix_class_targets, mix_rows
 from .constraints import max_norm
 from .decisions import guard_update, metric_sums

@@ -26,6 +26,11 @@ def take_rows(src, index, out):
     np.take(src, index, axis=0, out=out)
 
 
+def all_finite(values):
+    """spec.Backend.all_finite: ``np.isfinite(values).all()``."""
+    return bool(np.isfinite(values).all())
+
+
 def capture(work):
     """None: NumPy has no graphs (kernels.spec.Backend.capture); the caller runs ``work``."""
     return None
