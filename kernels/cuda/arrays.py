@@ -45,6 +45,8 @@ def take_rows(src, index, out):
 def all_finite(values):
     """spec.Backend.all_finite: a CuPy array on its device (one reduction, whose result
     the host waits for), a NumPy array on the host, where it is."""
+    if values.dtype.kind != "f":
+        return True  # integers and bools hold no NaN or inf (CuPy's isfinite takes floats only)
     if isinstance(values, np.ndarray):
         return bool(np.isfinite(values).all())
     return bool(cupy.isfinite(values).all())
