@@ -239,10 +239,12 @@ def test_update_diag_parallel_kernel(parallel_cpu, name):
 
 
 def test_update_diag_parallel_kernel_after_an_undiagnosed_one(tmp_path):
-    """In a fresh process and cache: the parallel AdamW update without diag, then with it.
-    numba 0.68 miscompiled the second when one dispatcher compiled both (every segment's
-    sums became the sum over all segments, or garbage), in the process and in the disk
-    cache; kernels.cpu.optim gives diagnosed updates dispatchers of their own."""
+    """In a fresh process and cache: the parallel AdamW update without diag, then with it,
+    in float32 and then float64 (each a compilation more of one kernel). numba 0.68
+    miscompiled a prange loop reading a scalar assigned only under a condition before it
+    (the update's slot stride, once set under ``if diag is not None``): from the second
+    compilation in a process on, every segment's sums came out as the sum over all
+    segments, in the process and in the disk cache. Checked to fail with that stride."""
     code = textwrap.dedent("""
         import sys
         import numpy as np
@@ -251,23 +253,24 @@ def test_update_diag_parallel_kernel_after_an_undiagnosed_one(tmp_path):
         sys.path.insert(0, "tests")
         from test_kernels_optim import LAYOUTS, flat_problem
 
-        def diag_of(parallel, diagnosed=True):
+        def diag_of(parallel, dtype, diagnosed=True):
             optim.PARALLEL_MIN_WORK = 0 if parallel else 1 << 60
-            params, grads, offsets, seg_scale, seg_decay = flat_problem(LAYOUTS["model"], np.float32, seed=0)
+            params, grads, offsets, seg_scale, seg_decay = flat_problem(LAYOUTS["model"], dtype, seed=0)
             m, v = np.zeros_like(params), np.zeros_like(params)
             diag = np.zeros((len(offsets) - 1, 2)) if diagnosed else None
             k.adam(params, grads[0], m, v, None, offsets, seg_scale, seg_decay, 0.5, None, 0, 1e-2, 0.9, 0.999,
                    1e-8, 1, True, False, diag=diag)
             return diag
 
-        diag_of(parallel=True, diagnosed=False)
-        print(np.array_equal(diag_of(parallel=True), diag_of(parallel=False)))
+        diag_of(True, np.float32, diagnosed=False)
+        for dtype in (np.float32, np.float64):
+            print(np.array_equal(diag_of(True, dtype), diag_of(False, dtype)))
     """)
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["True"]
+    assert result.stdout.split() == ["True", "True"]
 
 
 def test_sgd_update_ratio_is_lr_times_the_gradient_norm(backend, dtype):

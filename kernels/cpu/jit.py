@@ -86,8 +86,8 @@ def _serialize_cache_saves():
     Every later process may then load that wrong code, or miss an overload the index lost
     (tests/test_kernels_cpu_cache.py shows the second; numba issue 4807 is the same race).
     (Wrong diagnostics of the parallel SGD and Adam updates after test runs, first put
-    down to this race, came from a numba miscompile: see kernels.cpu.optim's
-    _DIAGNOSED_UPDATES.) Here each save holds an exclusive
+    down to this race, came from a numba miscompile: see kernels.cpu.optim's update
+    kernels.) Here each save holds an exclusive
     lock (POSIX ``flock``) on a file beside the index, so the second process reads the
     index the first wrote. Without fcntl the saves are not locked; with a numba that saves
     otherwise they stay as numba makes them.

@@ -308,9 +308,8 @@ def _block_start(offsets, block, n):
 
 
 @functools.cache
-def _update_kernels(kind, diagnosed=False):
-    """(serial, parallel) update kernel of one optimizer; ``diagnosed``: the kernels of
-    the updates that add to ``diag`` (see _DIAGNOSED_UPDATES), else of those that do not."""
+def _update_kernels(kind):
+    """(serial, parallel) update kernel of one optimizer."""
 
     def build(loop):
         parallel = loop is prange
@@ -334,11 +333,15 @@ def _update_kernels(kind, diagnosed=False):
                  cast_to(c6, params), cast_to(c7, params))
             n = params.size
             blocks = -(-n // BLOCK)
+            # Set before ``if diag``, not in it: numba 0.68 miscompiles a prange loop that
+            # reads a scalar assigned only under a condition before it (every slot then
+            # received the sum over all: tests/test_diagnostics.py).
+            stride = 1 if parallel else 0
             if diag is not None:
                 if parallel:
-                    tallies, stride = np.zeros((blocks + offsets.size, 2)), 1
+                    tallies = np.zeros((blocks + offsets.size, 2))
                 else:
-                    tallies, stride = diag, 0
+                    tallies = diag
             for block in loop(blocks):
                 start, stop, s = _block_start(offsets, block, n)
                 while start < stop:
@@ -395,7 +398,7 @@ def _run(kind, params, grads, s1, s2, s3, offsets, seg_scale, seg_decay, clip_va
         return
     if status is not None and status[_SKIP] != 0:
         return
-    (_UPDATES if diag is None else _DIAGNOSED_UPDATES)[kind][params.size >= PARALLEL_MIN_WORK](
+    _UPDATES[kind][params.size >= PARALLEL_MIN_WORK](
         params, grads, *states, np.asarray(offsets, dtype=np.int64),
         np.asarray(seg_scale, dtype=np.float64), np.asarray(seg_decay, dtype=np.float64),
         clip_value, *constants, flags, seg_l1, int(l1_rule), float(lr), diag)
@@ -440,13 +443,6 @@ class deferred_updates:  # noqa: N801  (used as a function: ``with deferred_upda
 
 
 _UPDATES = tuple(_update_kernels(kind) for kind in range(6))  # by kind; compiled on first call
-# The updates that add to ``diag`` run dispatchers of their own. Compiled after the same
-# dispatcher's overload without it (``diag`` None), numba 0.68 miscompiled the parallel
-# kernel's overload with it, in that process and in the disk cache: its sums came out as
-# the sum over every segment, or garbage (tests/test_diagnostics.py, in any process that
-# ran an undiagnosed parallel update first). A dispatcher that only ever sees ``diag``
-# given compiles it right.
-_DIAGNOSED_UPDATES = tuple(_update_kernels(kind, diagnosed=True) for kind in range(6))
 _PADDING = tuple((0.0,) * (8 - n) for n in range(9))  # by the number of an op's constants
 _SKIP = spec.GUARD_SKIP
 _L1_RULES = (spec.L1_GRADIENT, spec.L1_CLIPPED, spec.L1_PROXIMAL)
