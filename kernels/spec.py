@@ -187,9 +187,9 @@ class Backend(Protocol):
 
     def all_finite(self, values) -> bool:
         """Whether no element of ``values`` is NaN or an inf: a backend array or a host
-        NumPy array of any shape, strides and real dtype (an integer or bool array is), the
-        latter checked where it is, on the host. The trainer's check of its inputs (an
-        empty array is finite)."""
+        NumPy array (checked where it is, on the host) of any shape and strides, float32
+        or float64, or of an integer or bool dtype (always finite). An empty array is
+        finite. The trainer's check of its inputs."""
 
     # ----------------------------------------------------------------- graphs
     def capture(self, work) -> Callable[[], None] | None:
