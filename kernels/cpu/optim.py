@@ -578,7 +578,7 @@ NORMS_WORK_PER_ELEMENT = 1 / 8  # and the lighter _ALL_FINITE's
 def all_finite(values):
     """spec.Backend.all_finite with the kernel of a compiled step's gradient check, on a
     flat view of ``values`` (a flat copy where its rows are not contiguous). On the S
-    workload's 8192 x 64 float32 inputs, 25 us against 112 us for NumPy's finite sum."""
+    bench's data set (4096 x 64 float32), 13 us against 44 us for NumPy's finite sum."""
     if values.dtype.kind != "f":
         return True
     flat = values.reshape(-1)
