@@ -1,7 +1,10 @@
 """The array ops of the fast backends (to_device, to_host, copy_into, take_rows) against
-plain NumPy indexing, with data moved through each backend's own arrays."""
+plain NumPy indexing, with data moved through each backend's own arrays; all_finite of
+every backend, the reference's included, against verdicts known by construction."""
 import numpy as np
 import pytest
+
+from conftest import FAST_BACKENDS, load_backend
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 13), (64, 3), (5,)], ids=str)
@@ -32,20 +35,23 @@ def test_round_trip_and_copy_into(fast, dtype):
     np.testing.assert_array_equal(fast.to_host(other), host.astype(dtype))
 
 
-# Shapes for all_finite: one element, odd sizes, and a size past the numba backend's
-# threshold for its parallel kernel (16,384 x 8 elements of work at 1/8 an element).
-FINITE_SHAPES = [(1, 1), (7,), (3, 5), (129, 65), (1 << 17) + 3]
+# Shapes for all_finite: one element, odd sizes, and 2^20 + 3 elements, past the numba
+# backend's threshold for its parallel kernel (kernels.cpu.jit.PARALLEL_MIN_WORK, 2^17, of
+# work at kernels.cpu.optim.NORMS_WORK_PER_ELEMENT, 1/8 an element).
+FINITE_SHAPES = [(1, 1), (7,), (3, 5), (129, 65), (1 << 20) + 3]
+# The reference and each fast backend, once each.
+ALL_BACKENDS = [pytest.param("reference")] + FAST_BACKENDS
 
 
-@pytest.mark.parametrize("backend", ["ref", "fast"])
+@pytest.mark.parametrize("name", ALL_BACKENDS)
 @pytest.mark.parametrize("shape", FINITE_SHAPES, ids=str)
-def test_all_finite(backend, ref, fast, dtype, shape):
+def test_all_finite(name, dtype, shape):
     """spec.Backend.all_finite against verdicts known by construction: standard normal
     values (finite), then one NaN, inf or -inf at the first, middle or last element, or
     the dtype's largest finite value there (finite); on the backend's array, on a host
     array, and on strided views (a transposed array, every other element) that hold the
     spoiled element or leave it out."""
-    b = ref if backend == "ref" else fast
+    b = load_backend(name)
     values = np.random.default_rng(5).standard_normal(shape).astype(dtype)
     assert b.all_finite(b.to_device(values, dtype)) is True
     assert b.all_finite(values) is True
@@ -65,10 +71,10 @@ def test_all_finite(backend, ref, fast, dtype, shape):
                 assert b.all_finite(flat[1 - position % 2::2]) is True, (position, bad)  # leaves it out
 
 
-@pytest.mark.parametrize("backend", ["ref", "fast"])
-def test_all_finite_of_integers_and_empty_arrays(backend, ref, fast):
+@pytest.mark.parametrize("name", ALL_BACKENDS)
+def test_all_finite_of_integers_and_empty_arrays(name):
     """Integer and bool arrays hold no NaN or inf; an empty array has nothing that is not finite."""
-    b = ref if backend == "ref" else fast
+    b = load_backend(name)
     assert b.all_finite(b.to_device(np.array([[-(2**62), 3]]), np.int64)) is True
     assert b.all_finite(np.array([True, False])) is True
     assert b.all_finite(b.to_device(np.empty((0, 4)), np.float32)) is True
